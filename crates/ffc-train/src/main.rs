@@ -1,0 +1,280 @@
+//! `ffc`: train FFC face-recognition models and work with insightface datasets.
+//!
+//! ```text
+//! ffc train --config FILE [--set KEY=VALUE]... [--device cpu|wgpu[:N]|cuda[:N]] [--output DIR] [--resume DIR]
+//! ffc eval --checkpoint PATH --bin FILE [--bin FILE]... [--no-flip] [--json] [--device D]
+//! ffc pack --input IMAGE_FOLDER --output DIR [--max-side N] [--quality Q]
+//! ffc inspect PATH [--json]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use ffc_train::checkpoint;
+use ffc_train::device::DeviceSpec;
+use ffc_train::evaluate::{SetResult, ValidationSet};
+use ffc_train::{RunOptions, TrainConfig};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "ffc", version, about = "Train face recognition with FFC's Dynamic Class Pool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a TOML config.
+    Train {
+        /// Experiment config (TOML). Optional with --resume, which then reuses the config saved
+        /// in the checkpoint.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. `--set lr=0.05` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Device to train on.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Output folder [default: work_dirs/<config file stem>].
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Continue from the newest checkpoint of this output folder (or this checkpoint).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+    },
+    /// Evaluate a checkpoint on insightface `.bin` validation packs.
+    Eval {
+        /// A checkpoint folder, or a training output folder (its newest checkpoint is used).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Validation pack such as lfw.bin (repeatable).
+        #[arg(long = "bin", required = true)]
+        bins: Vec<PathBuf>,
+        /// Score single images instead of the sum of each image's and its mirror's features.
+        #[arg(long)]
+        no_flip: bool,
+        /// Print JSON instead of log lines.
+        #[arg(long)]
+        json: bool,
+        /// Device to run on.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Pack an image folder into insightface's train.rec, train.idx and property.
+    Pack {
+        /// Image folder with one sub-folder per identity.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        output: PathBuf,
+        /// Shrink images whose longer side exceeds this many pixels (re-encodes as JPEG).
+        #[arg(long)]
+        max_side: Option<u32>,
+        /// Re-encode every image as JPEG with this quality, 1 to 100.
+        #[arg(long)]
+        quality: Option<u8>,
+    },
+    /// Describe a RecordIO folder, a `.bin` pack or an image folder.
+    Inspect {
+        /// The dataset to describe.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train { config, sets, device, output, resume } => {
+            train(config.as_deref(), &sets, device, output, resume)
+        }
+        Command::Eval { checkpoint, bins, no_flip, json, device } => {
+            eval(&checkpoint, &bins, !no_flip, json, device)
+        }
+        Command::Pack { input, output, max_side, quality } => {
+            pack(&input, &output, max_side, quality)
+        }
+        Command::Inspect { path, json } => inspect(&path, json),
+    }
+}
+
+/// Runs `$body` with `$backend` bound to the autodiff backend of `$spec` and `$device` to its
+/// device, or fails when the backend is not compiled in.
+macro_rules! with_backend {
+    ($spec:expr, |$backend:ident, $device:ident| $body:expr) => {{
+        let spec: DeviceSpec = $spec;
+        if !spec.is_compiled() {
+            bail!(spec.not_compiled());
+        }
+        match spec {
+            #[cfg(feature = "flex")]
+            DeviceSpec::Cpu => {
+                type $backend = burn::backend::Autodiff<burn::backend::Flex>;
+                let $device = burn::backend::flex::FlexDevice;
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::Wgpu(index) => {
+                type $backend = burn::backend::Autodiff<burn::backend::Wgpu>;
+                let $device = burn::backend::wgpu::WgpuDevice::DiscreteGpu(index);
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(index) => {
+                type $backend = burn::backend::Autodiff<burn::backend::Cuda>;
+                let $device = burn::backend::cuda::CudaDevice::new(index);
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => bail!(other.not_compiled()),
+        }
+    }};
+}
+
+fn train(
+    config_path: Option<&Path>,
+    sets: &[String],
+    device: DeviceSpec,
+    output: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let config = match (config_path, &resume) {
+        (Some(path), _) => TrainConfig::load(path, sets)?,
+        (None, Some(resume)) => {
+            let dir = checkpoint::latest(resume)?;
+            let saved = checkpoint::read_trainer(&dir)?.config;
+            let text = toml::to_string(&saved).context("cannot re-serialise the saved config")?;
+            TrainConfig::parse(&text, &dir.join("trainer.json"), sets)?
+        }
+        (None, None) => bail!("pass --config FILE (or --resume DIR to continue a run)"),
+    };
+    let output = output
+        .or_else(|| resume.clone())
+        .or_else(|| {
+            config_path
+                .and_then(|p| p.file_stem())
+                .map(|stem| PathBuf::from("work_dirs").join(stem))
+        })
+        .context("pass --output DIR")?;
+    let options = RunOptions { output: output.clone(), resume };
+    info!(device = %device, output = %output.display(), "ffc train");
+
+    let summary = with_backend!(device, |B, dev| ffc_train::train::<B>(&config, &options, &dev)?);
+    for result in &summary.results {
+        info!(
+            "[{}] final Accuracy-Flip: {:.5}+-{:.5}  XNorm: {:.4}  ({} pairs)",
+            result.name,
+            result.summary.accuracy_mean,
+            result.summary.accuracy_std,
+            result.summary.xnorm,
+            result.summary.pairs
+        );
+    }
+    info!(steps = summary.steps, summary = %output.join("summary.json").display(), "done");
+    Ok(())
+}
+
+fn eval(
+    path: &Path,
+    bins: &[PathBuf],
+    flip: bool,
+    json: bool,
+    device: DeviceSpec,
+) -> anyhow::Result<()> {
+    let dir = checkpoint::latest(path)?;
+    let config = checkpoint::read_trainer(&dir)?.config;
+    let results: Vec<SetResult> = with_backend!(device, |B, dev| {
+        type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+        let net = checkpoint::load_probe::<Inner>(&dir, &config, &dev)?;
+        let mut results = Vec::new();
+        for bin in bins {
+            let set = ValidationSet::from_pack(bin)
+                .with_context(|| format!("cannot read validation pack `{}`", bin.display()))?;
+            let result =
+                set.evaluate(&net, &config.preprocess(), config.eval_batch_size, flip, &dev)?;
+            results.push(result);
+        }
+        results
+    });
+
+    if json {
+        let mut map = serde_json::Map::new();
+        for result in &results {
+            map.insert(result.name.clone(), serde_json::to_value(&result.summary)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&map)?);
+    } else {
+        let label = if flip { "Accuracy-Flip" } else { "Accuracy" };
+        for result in &results {
+            let s = &result.summary;
+            println!("[{}] XNorm: {:.6}", result.name, s.xnorm);
+            println!("[{}] {label}: {:.5}+-{:.5}", result.name, s.accuracy_mean, s.accuracy_std);
+        }
+    }
+    Ok(())
+}
+
+fn pack(
+    input: &Path,
+    output: &Path,
+    max_side: Option<u32>,
+    quality: Option<u8>,
+) -> anyhow::Result<()> {
+    let options = ffc_data::PackOptions { max_side, quality };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images  {elapsed_precise}")
+            .expect("the template is valid"),
+    );
+    let mut progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let summary = ffc_data::pack_folder(input, output, &options, &mut progress)
+        .with_context(|| format!("cannot pack `{}`", input.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} images of {} identities to `{}` ({} re-encoded, {} bytes)",
+        summary.images,
+        summary.identities,
+        output.display(),
+        summary.reencoded,
+        summary.rec_bytes
+    );
+    Ok(())
+}
+
+fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
+    let report =
+        ffc_data::inspect(path).with_context(|| format!("cannot inspect `{}`", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
