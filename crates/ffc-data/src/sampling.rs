@@ -46,6 +46,8 @@ pub(crate) fn stream_rng(seed: u64, stream: Stream, a: u64, b: u64) -> ChaCha8Rn
 pub(crate) struct Slot {
     pub(crate) image: usize,
     pub(crate) flip: bool,
+    /// Translation `(dx, dy)` in pixels, within `[-max_shift, max_shift]`.
+    pub(crate) shift: (i32, i32),
 }
 
 /// The images of one training step, before decoding.
@@ -65,6 +67,7 @@ pub(crate) struct Planner {
     batch_size: usize,
     seed: u64,
     flip: bool,
+    max_shift: usize,
     next: LoaderPosition,
     instance_order: Option<(usize, Vec<u32>)>,
     identity_order: Option<((usize, usize), Vec<u32>)>,
@@ -77,6 +80,7 @@ impl Planner {
         batch_size: usize,
         seed: u64,
         flip: bool,
+        max_shift: usize,
         start: LoaderPosition,
     ) -> Self {
         Self {
@@ -84,6 +88,7 @@ impl Planner {
             batch_size,
             seed,
             flip,
+            max_shift,
             next: start,
             instance_order: None,
             identity_order: None,
@@ -129,7 +134,17 @@ impl Planner {
         x.extend_from_slice(&instances[..half]);
         y.extend_from_slice(&instances[half..]);
 
-        let mut slot = |image: usize| Slot { image, flip: self.flip && rng.random_bool(0.5) };
+        let max_shift = self.max_shift as i32;
+        let mut slot = |image: usize| {
+            let flip = self.flip && rng.random_bool(0.5);
+            // Drawn only when enabled, so runs without shifts keep their random sequence.
+            let shift = if max_shift > 0 {
+                (rng.random_range(-max_shift..=max_shift), rng.random_range(-max_shift..=max_shift))
+            } else {
+                (0, 0)
+            };
+            Slot { image, flip, shift }
+        };
         let x = x.into_iter().map(&mut slot).collect();
         let y = y.into_iter().map(&mut slot).collect();
         BatchPlan { epoch, step, x, y }

@@ -23,7 +23,15 @@ fn preprocess() -> Preprocess {
 }
 
 fn config(batch_size: usize, workers: usize) -> LoaderConfig {
-    LoaderConfig { batch_size, seed: 7, workers, prefetch: 2, flip: true, skip_bad_images: false }
+    LoaderConfig {
+        batch_size,
+        seed: 7,
+        workers,
+        prefetch: 2,
+        flip: true,
+        max_shift: 0,
+        skip_bad_images: false,
+    }
 }
 
 fn faces(root: &Path) -> Arc<dyn FaceSource> {
@@ -280,4 +288,27 @@ fn dropping_a_running_loader_stops_its_threads() {
         let mut loader = loader(&source, LoaderConfig { prefetch: 4, ..config(4, 3) }, at(0, 0));
         loader.next_batch().unwrap();
     }
+}
+
+#[test]
+fn shifts_are_reproducible_and_keep_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = faces(dir.path());
+    let shifted = LoaderConfig { max_shift: 2, ..config(4, 0) };
+    let first = batches(&mut loader(&source, shifted.clone(), at(0, 0)), 3);
+    let again = batches(&mut loader(&source, shifted.clone(), at(0, 0)), 3);
+    let threaded =
+        batches(&mut loader(&source, LoaderConfig { workers: 2, ..shifted }, at(0, 0)), 3);
+    let plain = batches(&mut loader(&source, config(4, 0), at(0, 0)), 3);
+
+    assert_eq!(first, again);
+    assert_eq!(first, threaded);
+    for (shifted, plain) in first.iter().zip(&plain) {
+        assert_eq!(shifted.x_labels, plain.x_labels);
+        assert_eq!(shifted.y_labels, plain.y_labels);
+    }
+    assert_ne!(
+        first.iter().map(|b| &b.x).collect::<Vec<_>>(),
+        plain.iter().map(|b| &b.x).collect::<Vec<_>>()
+    );
 }

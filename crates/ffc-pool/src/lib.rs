@@ -9,9 +9,9 @@
 //! - the position bit of every slot, naming the row that the slot's next hit writes;
 //! - a [`SlotLru`] mapping identity labels to slots.
 //!
-//! One *pass* inserts a batch of gallery labels and features in order ([`ClassPool::insert`]):
-//! a label that is not pooled gets a slot from the LRU (possibly evicting the least recent
-//! identity), writes row 0 and sets its position to 1; a pooled label writes the row its position
+//! One *pass* inserts a batch of gallery labels and features in order ([`ClassPool::insert`]).
+//! A label that is not pooled gets a slot from the LRU (possibly evicting the least recent
+//! identity), writes row 0 and sets its position to 1. A pooled label writes the row its position
 //! names, joins the pass's hit set and flips its position. Duplicates within one batch are applied
 //! in order on the host, so the last write to a queue cell wins on every backend. A journaled pass
 //! ([`ClassPool::insert_journaled`]) returns a [`PassJournal`] that [`ClassPool::rollback`] uses
@@ -64,7 +64,7 @@ impl PoolConfig {
     }
 }
 
-/// Where one pass wrote its gallery features, in the order the labels came.
+/// Queue cells written by one pass, in the order the labels came, and the slots it hit.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PassInsertion {
     /// Queue row (0 or 1) written for each gallery feature.
@@ -76,7 +76,7 @@ pub struct PassInsertion {
     pub hit_slots: Vec<usize>,
 }
 
-/// What a journaled pass changed, so that [`ClassPool::rollback`] can undo it exactly.
+/// Undo record of a journaled pass, which [`ClassPool::rollback`] uses to restore the pool.
 #[derive(Debug, Clone)]
 pub struct PassJournal<B: Backend> {
     lru_steps: usize,
@@ -102,7 +102,7 @@ pub struct ClassPool<B: Backend> {
 
 impl<B: Backend> ClassPool<B> {
     /// Creates an empty pool whose two queue rows hold random unit vectors (uniform in [0, 1)
-    /// per element, then L2-normalised), as the reference initialises them. Until every slot
+    /// per element, then L2-normalised), as the FFC reference code does. Until every slot
     /// has been taken, these vectors act as negatives in the losses.
     ///
     /// Draws from the backend's RNG, so seed it with `B::seed` for a reproducible pool.
@@ -134,7 +134,7 @@ impl<B: Backend> ClassPool<B> {
         self.feat_dim
     }
 
-    /// The label -> slot map.
+    /// Returns the label -> slot map.
     pub fn lru(&self) -> &SlotLru {
         &self.lru
     }
@@ -144,7 +144,7 @@ impl<B: Backend> ClassPool<B> {
         &self.positions
     }
 
-    /// The queue, `[2, queue_size, feat_dim]`.
+    /// Returns the queue, `[2, queue_size, feat_dim]`.
     ///
     /// The returned handle shares storage with the pool: drop it before the next insertion, or
     /// the write has to copy the whole queue.
@@ -152,7 +152,7 @@ impl<B: Backend> ClassPool<B> {
         self.queue.clone()
     }
 
-    /// The device the queue lives on.
+    /// Returns the device of the queue.
     pub fn device(&self) -> B::Device {
         self.queue.device()
     }

@@ -3,7 +3,7 @@
 //! burn's tensors are values, and burn-flex 0.21 (the CPU backend) implements both
 //! `scatter_nd` and `slice_assign` by copying the whole destination, which at Q = 10^6 and
 //! D = 512 is 4 GB per pass. On flex the writes therefore go straight into the queue's storage
-//! when the pool holds the only handle to it; other backends use `scatter_nd`, which their
+//! when the pool owns the only handle to it; other backends use `scatter_nd`, which their
 //! kernels apply on the device. Either way the cells must be distinct (callers resolve
 //! duplicates on the host), because burn leaves repeated indices undefined.
 

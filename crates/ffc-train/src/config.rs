@@ -61,6 +61,10 @@ pub struct TrainConfig {
     /// Random horizontal flips during training.
     #[serde(default = "default_true")]
     pub flip: bool,
+    /// Random translation of every training image by up to this many pixels along each axis
+    /// (edge pixels repeated); 0 turns it off, as in arcface_torch, which only flips.
+    #[serde(default)]
+    pub random_shift: usize,
     /// Skip unreadable images (counted in the log) instead of stopping the run.
     #[serde(default)]
     pub skip_bad_images: bool,
