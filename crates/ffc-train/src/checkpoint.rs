@@ -252,13 +252,14 @@ pub fn read_trainer(dir: &Path) -> Result<TrainerState, CheckpointError> {
     serde_json::from_slice(&text).map_err(|source| CheckpointError::Json { path, source })
 }
 
-/// Loads the probe network of a checkpoint onto `device`, for evaluation.
-pub fn load_probe<B: burn::tensor::backend::Backend>(
+/// Loads the `probe` or `gallery` network of a checkpoint onto `device`, for evaluation.
+pub fn load_network<B: burn::tensor::backend::Backend>(
     dir: &Path,
+    network: &str,
     config: &TrainConfig,
     device: &B::Device,
 ) -> Result<ffc_model::Backbone<B>, CheckpointError> {
-    let path = dir.join("probe");
+    let path = dir.join(network);
     config
         .backbone()
         .init::<B>(device)

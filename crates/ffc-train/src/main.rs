@@ -52,8 +52,17 @@ enum Command {
         #[arg(long)]
         checkpoint: PathBuf,
         /// Validation pack such as lfw.bin (repeatable).
-        #[arg(long = "bin", required = true)]
+        #[arg(long = "bin", required_unless_present = "folder")]
         bins: Vec<PathBuf>,
+        /// Held-out image folder: all same-identity pairs plus as many different-identity pairs.
+        #[arg(long)]
+        folder: Option<PathBuf>,
+        /// Seed of the different-identity pairs drawn from --folder.
+        #[arg(long, default_value_t = 0)]
+        pairs_seed: u64,
+        /// Evaluate the gallery network (the moving average of the probe) instead of the probe.
+        #[arg(long)]
+        gallery: bool,
         /// Score single images instead of the sum of each image's and its mirror's features.
         #[arg(long)]
         no_flip: bool,
@@ -112,8 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train { config, sets, device, output, resume } => {
             train(config.as_deref(), &sets, device, output, resume)
         }
-        Command::Eval { checkpoint, bins, no_flip, json, device } => {
-            eval(&checkpoint, &bins, !no_flip, json, device)
+        Command::Eval { checkpoint, bins, folder, pairs_seed, gallery, no_flip, json, device } => {
+            let sets = EvalSets { bins, folder, pairs_seed };
+            eval(&checkpoint, &sets, gallery, !no_flip, json, device)
         }
         Command::Pack { input, output, max_side, quality } => {
             pack(&input, &output, max_side, quality)
@@ -198,25 +208,49 @@ fn train(
     Ok(())
 }
 
+/// The validation sets named on the `ffc eval` command line.
+struct EvalSets {
+    bins: Vec<PathBuf>,
+    folder: Option<PathBuf>,
+    pairs_seed: u64,
+}
+
+impl EvalSets {
+    fn open(&self) -> anyhow::Result<Vec<ValidationSet>> {
+        let mut sets = Vec::new();
+        if let Some(folder) = &self.folder {
+            let set = ValidationSet::from_folder(folder, self.pairs_seed)
+                .with_context(|| format!("cannot open image folder `{}`", folder.display()))?;
+            sets.push(set);
+        }
+        for bin in &self.bins {
+            let set = ValidationSet::from_pack(bin)
+                .with_context(|| format!("cannot read validation pack `{}`", bin.display()))?;
+            sets.push(set);
+        }
+        Ok(sets)
+    }
+}
+
 fn eval(
     path: &Path,
-    bins: &[PathBuf],
+    sets: &EvalSets,
+    gallery: bool,
     flip: bool,
     json: bool,
     device: DeviceSpec,
 ) -> anyhow::Result<()> {
     let dir = checkpoint::latest(path)?;
     let config = checkpoint::read_trainer(&dir)?.config;
+    let sets = sets.open()?;
+    let network = if gallery { "gallery" } else { "probe" };
     let results: Vec<SetResult> = with_backend!(device, |B, dev| {
         type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
-        let net = checkpoint::load_probe::<Inner>(&dir, &config, &dev)?;
+        let net = checkpoint::load_network::<Inner>(&dir, network, &config, &dev)?;
         let mut results = Vec::new();
-        for bin in bins {
-            let set = ValidationSet::from_pack(bin)
-                .with_context(|| format!("cannot read validation pack `{}`", bin.display()))?;
-            let result =
-                set.evaluate(&net, &config.preprocess(), config.eval_batch_size, flip, &dev)?;
-            results.push(result);
+        for set in &sets {
+            let preprocess = config.preprocess();
+            results.push(set.evaluate(&net, &preprocess, config.eval_batch_size, flip, &dev)?);
         }
         results
     });

@@ -84,6 +84,18 @@ fn train_then_eval_a_pack() {
         "--json",
     ]));
     assert_eq!(json["pairs_p4"]["pairs"], 40);
+
+    // The gallery network scores the same pairs.
+    let gallery = stdout_json(&ffc(&[
+        "eval",
+        "--checkpoint",
+        output.to_str().unwrap(),
+        "--bin",
+        pack.to_str().unwrap(),
+        "--gallery",
+        "--json",
+    ]));
+    assert_eq!(gallery["pairs_p4"]["pairs"], 40);
     let accuracy = json["pairs_p4"]["accuracy_mean"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
 }
