@@ -3,7 +3,7 @@
 
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{IndexingUpdateOp::Add, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// Floor under `1 - c^2` before the square root of the Arc margin. A cosine of exactly +-1 (or
@@ -100,27 +100,26 @@ impl MarginLoss {
 
     /// Mean cross-entropy of the margin logits of pooled probes.
     fn classification<B: Backend>(&self, cos: Tensor<B, 2>, targets: &[i64]) -> Tensor<B, 1> {
-        let [rows, n_slots] = cos.dims();
+        let [rows, _] = cos.dims();
         let device = cos.device();
-        let target_index =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(targets.to_vec(), [rows]), &device)
-                .reshape([rows, 1]);
-        let one_hot: Tensor<B, 2> = int_tensor::<B>(targets, &device).one_hot::<2>(n_slots).float();
+        let target_index = int_tensor::<B>(targets, &device).reshape([rows, 1]);
         let target_cos = cos.clone().gather(1, target_index.clone()); // [rows, 1]
 
         let (logits, target_logit) = match self.kind {
-            LossKind::Am => (cos.clone(), target_cos.clone() - self.margin),
-            LossKind::Arc => (cos.clone(), self.arc_target(target_cos.clone())),
+            LossKind::Am => (cos, target_cos - self.margin),
+            LossKind::Arc => (cos, self.arc_target(target_cos)),
             LossKind::Sv => {
-                (self.sv_negatives(cos.clone(), target_cos.clone(), one_hot.clone()), {
-                    let above = target_cos.clone().greater_elem(self.margin).float();
-                    target_cos.clone() - above * self.margin
-                })
+                let above = target_cos.clone().greater_elem(self.margin).float();
+                let target_logit = target_cos.clone() - above * self.margin;
+                (self.sv_negatives(cos, target_cos), target_logit)
             }
         };
-        // Swap the target column of every row for its margin logit.
-        let logits = logits + one_hot * (target_logit - target_cos); // [rows, n_slots]
-        let log_probs = log_softmax(logits * self.scale, 1);
+        // Swap the target entry of every row for its margin logit. Adding the difference
+        // through a scatter touches one entry per row instead of building a one-hot matrix.
+        let current = logits.clone().gather(1, target_index.clone());
+        let logits = logits.scatter(1, target_index.clone(), target_logit - current, Add);
+
+        let log_probs = log_softmax(logits * self.scale, 1); // [rows, n_slots]
         -log_probs.gather(1, target_index).mean().reshape([1])
     }
 
@@ -130,19 +129,18 @@ impl MarginLoss {
         cos * self.margin.cos() - sin * self.margin.sin()
     }
 
-    /// Re-weights non-target cosines above `g - m` to `t c + t - 1`.
+    /// Re-weights cosines above `g - m` to `t c + t - 1`. The target entry is re-weighted too,
+    /// since `g > g - m`, and [`classification`](Self::classification) then replaces it.
     fn sv_negatives<B: Backend>(
         &self,
         cos: Tensor<B, 2>,
         target_cos: Tensor<B, 2>,
-        one_hot: Tensor<B, 2>,
     ) -> Tensor<B, 2> {
         let threshold = (target_cos - self.margin).detach();
-        let hard =
-            cos.clone().greater(threshold.expand(cos.shape())).float() * (one_hot.neg() + 1.0);
+        let hard = cos.clone().greater(threshold.expand(cos.shape()));
         let t = self.sv_t;
         let reweighted = cos.clone() * t + (t - 1.0);
-        cos.clone() + hard * (reweighted - cos)
+        cos.mask_where(hard, reweighted)
     }
 
     /// Mean of `max(0, c)` over the k largest cosines of every outlier row.
@@ -161,7 +159,7 @@ impl MarginLoss {
                 1,
                 index.clone(),
                 Tensor::full([rows, 1], f32::NEG_INFINITY, &cos.device()),
-                burn::tensor::IndexingUpdateOp::Add,
+                Add,
             );
             picked.push(index);
         }
