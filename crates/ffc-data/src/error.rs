@@ -3,8 +3,13 @@
 //! Every variant names the file, record key or byte offset involved. Printed with its cause
 //! chain (`{:#}` through `anyhow`), a message shows the user what to fix.
 
+use std::fmt;
 use std::path::PathBuf;
 
+use image::ImageError;
+use image::error::LimitErrorKind;
+
+use crate::MAX_DECODED_SIDE;
 use crate::recordio::FrameError;
 
 /// Errors raised while opening, reading, writing or sampling face data.
@@ -32,6 +37,29 @@ pub enum DataError {
         expected: &'static str,
     },
 
+    /// A RecordIO dataset has only one of its two files: a `.rec` file without its `.idx`
+    /// index, or an index without its `.rec` file.
+    #[error(
+        "`{missing}` not found beside `{present}`: a RecordIO dataset needs both files ({hint})"
+    )]
+    IncompleteRecordIo {
+        /// The file that does not exist.
+        missing: PathBuf,
+        /// The file that exists.
+        present: PathBuf,
+        /// What to do.
+        hint: &'static str,
+    },
+
+    /// A file is of a type that the operation does not read.
+    #[error("unsupported file type `{path}` (expected {expected})")]
+    UnsupportedFile {
+        /// The file.
+        path: PathBuf,
+        /// The supported kinds of path.
+        expected: &'static str,
+    },
+
     /// An image folder contains no identity sub-folder with a readable image file.
     #[error(
         "image folder `{path}` contains no identity sub-folders with images (expected one \
@@ -43,16 +71,13 @@ pub enum DataError {
     },
 
     /// An encoded image could not be decoded.
-    #[error(
-        "failed to decode image {image} (re-encode or remove the file, or set \
-         skip_bad_images to skip it during training)"
-    )]
+    #[error("failed to decode image {image} (re-encode or remove the image)")]
     Decode {
         /// The image's file path or record key, as [`crate::FaceSource::describe`] returns it.
         image: String,
         /// The decoder's error.
         #[source]
-        source: image::ImageError,
+        source: ImageFailure,
     },
 
     /// An image could not be encoded while packing.
@@ -62,7 +87,7 @@ pub enum DataError {
         image: String,
         /// The encoder's error.
         #[source]
-        source: image::ImageError,
+        source: ImageFailure,
     },
 
     /// A RecordIO frame is malformed.
@@ -114,13 +139,16 @@ pub enum DataError {
         label: f32,
     },
 
-    /// The `property` file does not read `<num_classes>,<height>,<width>`.
-    #[error("invalid property file `{path}`: `{text}` (expected `<num_classes>,<height>,<width>`)")]
+    /// The `property` file does not read `<num_classes>,<height>,<width>` with a positive
+    /// height and width.
+    #[error("invalid property file `{path}`: `{text}` ({reason})")]
     Property {
         /// The `property` file.
         path: PathBuf,
         /// Its first line.
         text: String,
+        /// The defect and the expected content.
+        reason: &'static str,
     },
 
     /// A validation pack could not be parsed as a pickle.
@@ -133,7 +161,8 @@ pub enum DataError {
         source: serde_pickle::Error,
     },
 
-    /// A validation pack parsed, but its content is not `(list of images, list of bools)`.
+    /// A validation pack's pickle nests too deeply or expands too far to parse safely, or its
+    /// content is not `(list of images, list of bools)` with at least one pair.
     #[error("invalid validation pack `{path}`: {reason}")]
     InvalidPack {
         /// The `.bin` file.
@@ -175,4 +204,58 @@ impl DataError {
     ) -> Self {
         Self::Io { action, path: path.into(), source }
     }
+
+    /// Builds a [`DataError::Decode`] for `image`, a file path or record key as
+    /// [`crate::FaceSource::describe`] returns it.
+    pub fn decode(image: impl Into<String>, error: ImageError) -> Self {
+        Self::Decode { image: image.into(), source: error.into() }
+    }
 }
+
+/// An error of the `image` codec, the cause of [`DataError::Decode`] and [`DataError::Encode`].
+///
+/// An [`ImageError`] writes its underlying cause into its own message and also returns that
+/// cause from `source()`, so a printed cause chain would show the cause twice. This wrapper
+/// writes the message once, on one line, and ends the chain there. An image wider or taller
+/// than [`MAX_DECODED_SIDE`] is reported with that limit.
+#[derive(Debug)]
+pub struct ImageFailure(ImageError);
+
+impl ImageFailure {
+    /// Returns the codec's error.
+    pub fn image_error(&self) -> &ImageError {
+        &self.0
+    }
+
+    /// Returns the codec's error, consuming the wrapper.
+    pub fn into_image_error(self) -> ImageError {
+        self.0
+    }
+}
+
+impl From<ImageError> for ImageFailure {
+    fn from(error: ImageError) -> Self {
+        Self(error)
+    }
+}
+
+impl fmt::Display for ImageFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ImageError::Limits(limit) = &self.0
+            && limit.kind() == LimitErrorKind::DimensionError
+        {
+            return write!(
+                f,
+                "the image is wider or taller than the limit of {MAX_DECODED_SIDE} pixels \
+                 (crop or shrink it)"
+            );
+        }
+        // Some `image` messages put their cause on further lines.
+        let text = self.0.to_string();
+        let lines: Vec<&str> =
+            text.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        write!(f, "{}", lines.join(": "))
+    }
+}
+
+impl std::error::Error for ImageFailure {}

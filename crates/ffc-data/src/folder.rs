@@ -4,6 +4,11 @@
 //! Sub-folders without image files are skipped and get no label. Inside a sub-folder, files with
 //! the extension `.jpg`, `.jpeg`, `.png`, `.bmp`, `.pgm`, `.ppm` or `.pnm` (any case) are images,
 //! sorted by file name. Other files and nested folders are ignored.
+//!
+//! Hidden entries, whose names start with `.`, are skipped at both levels: macOS writes
+//! `._name.jpg` resource forks beside copied images and `.Trashes` or `.Spotlight-V100` folders
+//! on removable drives, and none of them are faces. Symbolic links are followed. A link whose
+//! target does not exist is skipped, and one warning counts such links.
 
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -40,12 +45,13 @@ impl ImageFolder {
             });
         }
 
+        let mut listing = Listing::default();
         let mut files = Vec::new();
         let mut names = Vec::new();
         let mut counts = Vec::new();
         let mut skipped_folders = Vec::new();
-        for folder in sorted_entries(root)?.into_iter().filter(|path| path.is_dir()) {
-            let images = list_images(&folder)?;
+        for folder in listing.entries(root)?.into_iter().filter(|path| path.is_dir()) {
+            let images = listing.images(&folder)?;
             let name = file_name(&folder);
             if images.is_empty() {
                 skipped_folders.push(name);
@@ -56,6 +62,7 @@ impl ImageFolder {
             files.extend(images);
         }
 
+        listing.warn_about_broken_links(root);
         if names.is_empty() {
             return Err(DataError::EmptyFolder { path: root.to_path_buf() });
         }
@@ -120,22 +127,58 @@ impl FaceSource for ImageFolder {
     }
 }
 
-/// Returns the entries of `folder` sorted by file name.
-fn sorted_entries(folder: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let listing = std::fs::read_dir(folder).map_err(|e| DataError::io("list", folder, e))?;
-    let mut entries: Vec<(OsString, PathBuf)> = Vec::new();
-    for entry in listing {
-        let entry = entry.map_err(|e| DataError::io("list", folder, e))?;
-        entries.push((entry.file_name(), entry.path()));
-    }
-    entries.sort();
-    Ok(entries.into_iter().map(|(_, path)| path).collect())
+/// Lists folders, skipping hidden entries and counting broken symbolic links.
+#[derive(Default)]
+struct Listing {
+    broken_links: usize,
+    first_broken_link: Option<PathBuf>,
 }
 
-/// Returns the image files directly inside `folder`, sorted by file name.
-fn list_images(folder: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let entries = sorted_entries(folder)?;
-    Ok(entries.into_iter().filter(|path| is_image_file(path)).collect())
+impl Listing {
+    /// Returns the entries of `folder` whose names do not start with `.`, sorted by name.
+    /// Broken symbolic links are counted and left out.
+    fn entries(&mut self, folder: &Path) -> Result<Vec<PathBuf>, DataError> {
+        let listing = std::fs::read_dir(folder).map_err(|e| DataError::io("list", folder, e))?;
+        let mut entries: Vec<(OsString, PathBuf)> = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(|e| DataError::io("list", folder, e))?;
+            let name = entry.file_name();
+            if name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            let path = entry.path();
+            if is_broken_link(&path) {
+                self.broken_links += 1;
+                self.first_broken_link.get_or_insert_with(|| path.clone());
+                continue;
+            }
+            entries.push((name, path));
+        }
+        entries.sort();
+        Ok(entries.into_iter().map(|(_, path)| path).collect())
+    }
+
+    /// Returns the image files directly inside `folder`, sorted by file name.
+    fn images(&mut self, folder: &Path) -> Result<Vec<PathBuf>, DataError> {
+        let entries = self.entries(folder)?;
+        Ok(entries.into_iter().filter(|path| is_image_file(path)).collect())
+    }
+
+    fn warn_about_broken_links(&self, root: &Path) {
+        let Some(first) = &self.first_broken_link else { return };
+        tracing::warn!(
+            root = %root.display(),
+            count = self.broken_links,
+            first = %first.display(),
+            "skipped symbolic links whose target does not exist"
+        );
+    }
+}
+
+/// Returns whether `path` is a symbolic link whose target cannot be reached.
+fn is_broken_link(path: &Path) -> bool {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+    is_link && std::fs::metadata(path).is_err()
 }
 
 /// Returns whether `path` is a file with one of [`IMAGE_EXTENSIONS`].
@@ -161,7 +204,7 @@ mod tests {
         for name in ["a.JPG", "b.Png", "c.txt", "d", "e.pgm"] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let images = list_images(dir.path()).unwrap();
+        let images = Listing::default().images(dir.path()).unwrap();
         let names: Vec<_> = images.iter().map(|p| file_name(p)).collect();
         assert_eq!(names, vec!["a.JPG", "b.Png", "e.pgm"]);
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::pack::image_size;
 use crate::record_dataset::RecordLayout;
+use crate::source::{DataPath, classify_path};
 use crate::{DataError, FaceSource, ImageFolder, RecordDataset, ValidationPack};
 
 /// Kind of data found by [`inspect`].
@@ -48,36 +49,26 @@ pub struct InspectReport {
 
 /// Opens the data at `path` and summarises it.
 ///
-/// A `.bin` file is read as a validation pack, any other file as a `.rec` file with its `.idx`
-/// beside it, a folder holding `train.rec` and `train.idx` as a RecordIO set, and any other
-/// folder as an image folder. Only the first image is decoded (its header, for the size).
+/// A `.bin` file is read as a validation pack (an empty pack is reported, not rejected), a
+/// `.rec` or `.idx` file as a RecordIO set with its partner file beside it, a folder holding
+/// `train.rec` and `train.idx` as a RecordIO set, and any other folder as an image folder.
+/// Other files are rejected. Only the first image is decoded (its header, for the size).
 pub fn inspect(path: &Path) -> Result<InspectReport, DataError> {
-    if !path.exists() {
-        return Err(DataError::NotFound {
-            path: path.to_path_buf(),
-            expected: "a .bin pack, a .rec file, a RecordIO folder or an image folder",
-        });
+    const EXPECTED: &str = "a .bin validation pack, a .rec or .idx file, a folder with \
+                            train.rec and train.idx, or an image folder";
+    match classify_path(path, EXPECTED)? {
+        DataPath::Pack(pack) => inspect_pack(&ValidationPack::open_allow_empty(&pack)?),
+        DataPath::Record { rec, idx } => inspect_rec(&RecordDataset::open_files(&rec, &idx)?),
+        DataPath::ImageFolder(folder) => inspect_folder(&ImageFolder::open(&folder)?),
     }
-
-    let is_pack = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("bin"));
-    if path.is_file() && is_pack {
-        return inspect_pack(&ValidationPack::open(path)?);
-    }
-    if path.is_file() {
-        return inspect_rec(&RecordDataset::open_files(path, &path.with_extension("idx"))?);
-    }
-    if path.join("train.rec").is_file() && path.join("train.idx").is_file() {
-        return inspect_rec(&RecordDataset::open(path)?);
-    }
-    inspect_folder(&ImageFolder::open(path)?)
 }
 
 fn inspect_pack(pack: &ValidationPack) -> Result<InspectReport, DataError> {
     let first_size = match pack.images.first() {
-        Some(bytes) => Some(image_size(bytes).map_err(|source| DataError::Decode {
-            image: format!("0 of pack `{}`", pack.name),
-            source,
-        })?),
+        Some(bytes) => Some(
+            image_size(bytes)
+                .map_err(|error| DataError::decode(format!("0 of pack `{}`", pack.name), error))?,
+        ),
         None => None,
     };
     Ok(InspectReport {
@@ -124,8 +115,8 @@ fn training_set(source: &dyn FaceSource, kind: SourceKind) -> InspectReport {
 /// Returns `[height, width]` of image 0.
 fn first_image_size(source: &dyn FaceSource) -> Result<[u32; 2], DataError> {
     let bytes = source.read(0)?;
-    let (width, height) = image_size(&bytes)
-        .map_err(|error| DataError::Decode { image: source.describe(0), source: error })?;
+    let (width, height) =
+        image_size(&bytes).map_err(|error| DataError::decode(source.describe(0), error))?;
     Ok([height, width])
 }
 

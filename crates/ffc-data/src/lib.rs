@@ -34,6 +34,7 @@ mod folder;
 mod inspect;
 mod loader;
 mod pack;
+mod pickle_scan;
 mod preprocess;
 mod record_dataset;
 pub mod recordio;
@@ -41,7 +42,7 @@ mod sampling;
 mod source;
 mod validation;
 
-pub use error::DataError;
+pub use error::{DataError, ImageFailure};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use inspect::{InspectReport, SourceKind, inspect};
 pub use loader::{Batch, DualLoader, LoaderConfig, LoaderPosition, load_images};

@@ -225,8 +225,17 @@ fn validate(
     }
 
     let (images, identities) = (source.len(), source.num_identities());
+    let largest = images.min(identities) / 2 * 2;
+    if largest < 2 {
+        return config_error(format!(
+            "the training set has {} of {}, but each step needs batch_size identities and \
+             batch_size must be even and at least 2, so training needs at least 2 identities \
+             (add identities to the data)",
+            counted(images, "image", "images"),
+            counted(identities, "identity", "identities"),
+        ));
+    }
     if images < batch_size || identities < batch_size {
-        let largest = images.min(identities) / 2 * 2;
         return config_error(format!(
             "the training set has {images} images and {identities} identities, but each step \
              needs at least batch_size = {batch_size} of both (lower batch_size to {largest} \
@@ -257,6 +266,11 @@ fn validate(
         ));
     }
     Ok(())
+}
+
+/// Formats `count` with the singular or plural noun.
+fn counted(count: usize, singular: &str, plural: &str) -> String {
+    format!("{count} {}", if count == 1 { singular } else { plural })
 }
 
 /// Logs how many identities have a single image, which the identity loader uses twice.
@@ -346,7 +360,7 @@ impl Decoder {
         let bytes = self.source.read(image)?;
         self.preprocess
             .decode_into(&bytes, flip, out)
-            .map_err(|source| DataError::Decode { image: self.source.describe(image), source })
+            .map_err(|error| DataError::decode(self.source.describe(image), error))
     }
 
     /// Picks a replacement for `image`: another image of its identity if it has one, otherwise
@@ -507,10 +521,9 @@ pub fn load_images(
     decode_parallel(images.len(), preprocess, |index, out| {
         let image = images[index];
         let bytes = source.read(image)?;
-        preprocess.decode_into(&bytes, flip, out).map_err(|source_error| DataError::Decode {
-            image: source.describe(image),
-            source: source_error,
-        })
+        preprocess
+            .decode_into(&bytes, flip, out)
+            .map_err(|error| DataError::decode(source.describe(image), error))
     })
 }
 

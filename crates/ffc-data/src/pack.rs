@@ -67,6 +67,10 @@ pub fn pack_folder(
 /// Packs any [`FaceSource`], e.g. a plain `im2rec` dataset, in insightface's layout.
 ///
 /// Identity `i` of the source gets label `i` in the output, whatever its source label was.
+/// The records go to `train.rec.partial` and `train.idx.partial` first, which replace
+/// `train.rec` and `train.idx` only when every record is written. A failed pack therefore
+/// leaves existing files unchanged, and a RecordIO source can be packed into its own folder:
+/// its memory-mapped `.rec` file is replaced, never truncated while it is read.
 pub fn pack_source(
     source: &dyn FaceSource,
     output: &Path,
@@ -77,7 +81,31 @@ pub fn pack_source(
     check_sizes(output, source)?;
     std::fs::create_dir_all(output).map_err(|e| DataError::io("create", output, e))?;
 
-    let mut writer = RecordWriter::create(&output.join("train.rec"), &output.join("train.idx"))?;
+    let files = OutputFiles::new(output);
+    let written = write_records(source, &files, options, progress);
+    let (stats, rec_bytes) = match written {
+        Ok(written) => written,
+        Err(error) => {
+            files.remove_partial();
+            return Err(error);
+        }
+    };
+    files.commit()?;
+
+    let summary = stats.summary(source.len(), source.num_identities(), rec_bytes);
+    write_property(output, &summary)?;
+    Ok(summary)
+}
+
+/// Writes the meta record, the images and the identity records to the partial files.
+/// Returns the image statistics and the size of the `.rec` file.
+fn write_records(
+    source: &dyn FaceSource,
+    files: &OutputFiles,
+    options: &PackOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(ImageStats, u64), DataError> {
+    let mut writer = RecordWriter::create(&files.partial_rec, &files.partial_idx)?;
     let images = source.len();
     let first_identity = images as u64 + 1;
     let end_identity = first_identity + source.num_identities() as u64;
@@ -101,10 +129,49 @@ pub fn pack_source(
         writer.write_record(key, &header, &[])?;
     }
     let rec_bytes = writer.finish()?;
+    Ok((stats, rec_bytes))
+}
 
-    let summary = stats.summary(images, source.num_identities(), rec_bytes);
-    write_property(output, &summary)?;
-    Ok(summary)
+/// The RecordIO files of an output folder and the partial files written before them.
+struct OutputFiles {
+    rec: PathBuf,
+    idx: PathBuf,
+    partial_rec: PathBuf,
+    partial_idx: PathBuf,
+}
+
+impl OutputFiles {
+    fn new(output: &Path) -> Self {
+        Self {
+            rec: output.join("train.rec"),
+            idx: output.join("train.idx"),
+            partial_rec: output.join("train.rec.partial"),
+            partial_idx: output.join("train.idx.partial"),
+        }
+    }
+
+    /// Renames the partial files to their final names.
+    fn commit(&self) -> Result<(), DataError> {
+        for (partial, target) in [(&self.partial_rec, &self.rec), (&self.partial_idx, &self.idx)] {
+            std::fs::rename(partial, target).map_err(|e| DataError::io("rename", partial, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the partial files after a failure, logging a file that cannot be deleted.
+    fn remove_partial(&self) {
+        for partial in [&self.partial_rec, &self.partial_idx] {
+            match std::fs::remove_file(partial) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(
+                    path = %partial.display(),
+                    %error,
+                    "failed to delete a partial file after packing failed; delete it by hand"
+                ),
+            }
+        }
+    }
 }
 
 /// Builds a record header with the label array `[start, end]`.
@@ -169,7 +236,7 @@ fn prepare_image<'a>(
     options: &PackOptions,
     describe: impl Fn() -> String,
 ) -> Result<PreparedImage<'a>, DataError> {
-    let decode_error = |source| DataError::Decode { image: describe(), source };
+    let decode_error = |error| DataError::decode(describe(), error);
     let size = image_size(&bytes).map_err(decode_error)?;
     let too_large = options.max_side.is_some_and(|max_side| size.0.max(size.1) > max_side);
     if !too_large && options.quality.is_none() {
@@ -185,7 +252,7 @@ fn prepare_image<'a>(
     let mut jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut jpeg, quality)
         .encode_image(&image)
-        .map_err(|source| DataError::Encode { image: describe(), source })?;
+        .map_err(|error| DataError::Encode { image: describe(), source: error.into() })?;
     Ok(PreparedImage { bytes: Cow::Owned(jpeg), size: image.dimensions(), reencoded: true })
 }
 

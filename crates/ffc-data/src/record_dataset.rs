@@ -390,24 +390,33 @@ fn contains_all(reader: &RecordReader, keys: Range<u64>) -> bool {
     reader.count_keys_in(keys.clone()) == keys.end.saturating_sub(keys.start)
 }
 
-/// Parses a `property` file.
+/// Parses a `property` file, rejecting a zero height or width.
 pub fn read_property(path: &Path) -> Result<Property, DataError> {
     let bytes = read_existing(path, "a property file `<num_classes>,<height>,<width>`")?;
     let text = String::from_utf8_lossy(&bytes);
     let first_line = text.lines().next().unwrap_or("").trim().to_string();
-    parse_property(&first_line)
-        .ok_or_else(|| DataError::Property { path: PathBuf::from(path), text: first_line })
+    parse_property(&first_line).map_err(|reason| DataError::Property {
+        path: PathBuf::from(path),
+        text: first_line,
+        reason,
+    })
 }
 
-fn parse_property(line: &str) -> Option<Property> {
+/// Parses `<num_classes>,<height>,<width>`; the error is the reason for the message.
+fn parse_property(line: &str) -> Result<Property, &'static str> {
+    const FORMAT: &str = "expected `<num_classes>,<height>,<width>`";
     let mut fields = line.split(',').map(str::trim);
-    let num_classes = fields.next()?.parse().ok()?;
-    let height = fields.next()?.parse().ok()?;
-    let width = fields.next()?.parse().ok()?;
+    let mut next_number = || fields.next().and_then(|field| field.parse().ok()).ok_or(FORMAT);
+    let num_classes = next_number()?;
+    let height = u32::try_from(next_number()?).map_err(|_| FORMAT)?;
+    let width = u32::try_from(next_number()?).map_err(|_| FORMAT)?;
     if fields.next().is_some() {
-        return None;
+        return Err(FORMAT);
     }
-    Some(Property { num_classes, height, width })
+    if height == 0 || width == 0 {
+        return Err("the image height and width must be at least 1 pixel");
+    }
+    Ok(Property { num_classes, height, width })
 }
 
 #[cfg(test)]
@@ -418,8 +427,17 @@ mod tests {
     fn property_parses_three_fields() {
         let property = parse_property("93431,112,112").unwrap();
         assert_eq!(property, Property { num_classes: 93431, height: 112, width: 112 });
-        assert_eq!(parse_property("1,2"), None);
-        assert_eq!(parse_property("1,2,3,4"), None);
-        assert_eq!(parse_property("a,2,3"), None);
+        assert!(parse_property("1,2").unwrap_err().contains("expected"));
+        assert!(parse_property("1,2,3,4").unwrap_err().contains("expected"));
+        assert!(parse_property("a,2,3").unwrap_err().contains("expected"));
+        assert!(parse_property("1,2,4294967296").unwrap_err().contains("expected"));
+    }
+
+    #[test]
+    fn property_rejects_zero_sizes() {
+        for line in ["6,0,0", "6,112,0", "6,0,112"] {
+            let reason = parse_property(line).unwrap_err();
+            assert!(reason.contains("at least 1 pixel"), "{line}: {reason}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{DataError, ImageFolder, RecordDataset};
@@ -51,23 +51,92 @@ pub trait FaceSource: Send + Sync {
 /// Opens a training source: a RecordIO dataset or an image folder.
 ///
 /// A folder holding `train.rec` and `train.idx` opens as a [`RecordDataset`], as does a path to
-/// a `.rec` file with a `.idx` file beside it. Any other folder opens as an [`ImageFolder`].
+/// a `.rec` file or a `.idx` file with its partner file beside it. Any other folder opens as an
+/// [`ImageFolder`]. A folder or file that has only one of the two RecordIO files, and a file of
+/// any other type (including a `.bin` validation pack), are rejected.
 pub fn open_source(path: &Path) -> Result<Arc<dyn FaceSource>, DataError> {
+    const EXPECTED: &str = "an image folder, a folder with train.rec and train.idx, or a .rec \
+                            or .idx file";
+    match classify_path(path, EXPECTED)? {
+        DataPath::Record { rec, idx } => Ok(Arc::new(RecordDataset::open_files(&rec, &idx)?)),
+        DataPath::ImageFolder(folder) => Ok(Arc::new(ImageFolder::open(&folder)?)),
+        DataPath::Pack(pack) => Err(DataError::UnsupportedFile {
+            path: pack,
+            expected: "an image folder, a folder with train.rec and train.idx, or a .rec or \
+                       .idx file, because a .bin validation pack holds image pairs for \
+                       evaluation, not a training set",
+        }),
+    }
+}
+
+/// The kind of data a path names, from its file extension or folder content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DataPath {
+    /// A RecordIO data file and its index, both present.
+    Record {
+        /// The `.rec` file.
+        rec: PathBuf,
+        /// The `.idx` file.
+        idx: PathBuf,
+    },
+    /// A `.bin` validation pack.
+    Pack(PathBuf),
+    /// A folder without RecordIO files, read as an image folder.
+    ImageFolder(PathBuf),
+}
+
+/// Names the kind of data at `path`; `expected` lists the accepted kinds for error messages.
+///
+/// A `.rec` file pairs with the `.idx` file of the same name and vice versa (extensions in any
+/// case). A folder pairs `train.rec` with `train.idx`. A missing partner file is an error, so
+/// that a RecordIO folder with a lost index is not read as an image folder.
+pub(crate) fn classify_path(path: &Path, expected: &'static str) -> Result<DataPath, DataError> {
+    if path.is_dir() {
+        return classify_folder(path);
+    }
     if !path.exists() {
-        return Err(DataError::NotFound {
-            path: path.to_path_buf(),
-            expected: "an image folder, a folder with train.rec and train.idx, or a .rec file",
-        });
+        return Err(DataError::NotFound { path: path.to_path_buf(), expected });
     }
 
-    if path.is_file() {
-        let idx = path.with_extension("idx");
-        return Ok(Arc::new(RecordDataset::open_files(path, &idx)?));
+    let extension = path.extension().map(|ext| ext.to_string_lossy().to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("rec") if path.is_file() => {
+            record_pair(path.to_path_buf(), path.with_extension("idx"))
+        }
+        Some("idx") if path.is_file() => {
+            record_pair(path.with_extension("rec"), path.to_path_buf())
+        }
+        Some("bin") if path.is_file() => Ok(DataPath::Pack(path.to_path_buf())),
+        _ => Err(DataError::UnsupportedFile { path: path.to_path_buf(), expected }),
     }
-    if path.join("train.rec").is_file() && path.join("train.idx").is_file() {
-        return Ok(Arc::new(RecordDataset::open(path)?));
+}
+
+fn classify_folder(folder: &Path) -> Result<DataPath, DataError> {
+    let (rec, idx) = (folder.join("train.rec"), folder.join("train.idx"));
+    if !rec.exists() && !idx.exists() {
+        return Ok(DataPath::ImageFolder(folder.to_path_buf()));
     }
-    Ok(Arc::new(ImageFolder::open(path)?))
+    record_pair(rec, idx)
+}
+
+/// Pairs a `.rec` file with its index, failing when either is missing.
+fn record_pair(rec: PathBuf, idx: PathBuf) -> Result<DataPath, DataError> {
+    if !idx.exists() {
+        return Err(DataError::IncompleteRecordIo {
+            missing: idx,
+            present: rec,
+            hint: "copy the index file that was written with the .rec file beside it, or \
+                   rebuild it from the .rec file with MXNet's tools/rec2idx.py",
+        });
+    }
+    if !rec.exists() {
+        return Err(DataError::IncompleteRecordIo {
+            missing: rec,
+            present: idx,
+            hint: "copy the .rec file that the index belongs to beside it",
+        });
+    }
+    Ok(DataPath::Record { rec, idx })
 }
 
 /// Identity ranges over images sorted by identity.

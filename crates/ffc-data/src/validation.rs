@@ -9,15 +9,16 @@
 //! - `bytes` (protocols 3 to 5);
 //! - numpy `uint8` arrays (the output of `cv2.imencode`), whose raw data is taken as the image.
 //!
-//! NOTE: the pickle parser (serde-pickle 1.2) converts nested values recursively, so a crafted
-//! pack nested tens of thousands of levels deep could overflow the stack instead of returning an
-//! error. Real packs are nested three levels deep, and the fuzz tests mutate real packs.
+//! The pickle parser (serde-pickle 1.2) converts nested values recursively and copies every
+//! memo reference, so a pre-scan rejects pickles that nest too deeply or expand too far before
+//! the parser sees them (see [`crate::pickle_scan`]).
 
 use std::path::Path;
 
 use serde_pickle::{DeOptions, Value};
 
 use crate::loader::decode_parallel;
+use crate::pickle_scan::check_pickle;
 use crate::recordio::read_existing;
 use crate::{DataError, Preprocess};
 
@@ -33,19 +34,39 @@ pub struct ValidationPack {
 }
 
 impl ValidationPack {
-    /// Reads and parses the pack at `path`.
+    /// Reads and parses the pack at `path`; a pack without pairs is an error.
     pub fn open(path: &Path) -> Result<Self, DataError> {
         let bytes = read_existing(path, "a validation pack (.bin)")?;
         Self::from_bytes(path, &bytes)
     }
 
-    /// Parses pack `bytes`; `path` names the pack and appears in error messages.
+    /// Parses pack `bytes`; `path` names the pack and appears in error messages. A pack without
+    /// pairs is an error, because no verification can run on it.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, DataError> {
+        let pack = Self::parse(path, bytes)?;
+        if pack.pairs() == 0 {
+            return Err(DataError::InvalidPack {
+                path: path.to_path_buf(),
+                reason: "the pack contains no pairs (expected at least one image pair)".into(),
+            });
+        }
+        Ok(pack)
+    }
+
+    /// Reads the pack at `path` like [`ValidationPack::open`], but accepts a pack without pairs.
+    pub(crate) fn open_allow_empty(path: &Path) -> Result<Self, DataError> {
+        let bytes = read_existing(path, "a validation pack (.bin)")?;
+        Self::parse(path, &bytes)
+    }
+
+    /// Parses pack `bytes`, which may hold no pairs.
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, DataError> {
+        let invalid = |reason: String| DataError::InvalidPack { path: path.to_path_buf(), reason };
+        check_pickle(bytes).map_err(invalid)?;
         let options = DeOptions::new().keep_restore_state().replace_unresolved_globals();
         let value = serde_pickle::value_from_slice(bytes, options)
             .map_err(|source| DataError::Pickle { path: path.to_path_buf(), source })?;
 
-        let invalid = |reason: String| DataError::InvalidPack { path: path.to_path_buf(), reason };
         let (images, flags) = split_pair(value).map_err(invalid)?;
         let images = images
             .into_iter()
@@ -78,8 +99,8 @@ impl ValidationPack {
     /// Decodes every image in parallel into one `[2 * pairs, 3, height, width]` array.
     pub fn load(&self, preprocess: &Preprocess, flip: bool) -> Result<Vec<f32>, DataError> {
         decode_parallel(self.images.len(), preprocess, |index, out| {
-            preprocess.decode_into(&self.images[index], flip, out).map_err(|source| {
-                DataError::Decode { image: format!("{} of pack `{}`", index, self.name), source }
+            preprocess.decode_into(&self.images[index], flip, out).map_err(|error| {
+                DataError::decode(format!("{} of pack `{}`", index, self.name), error)
             })
         })
     }

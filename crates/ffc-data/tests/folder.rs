@@ -2,9 +2,21 @@
 
 mod common;
 
+use std::path::Path;
+
 use ffc_data::{
-    DataError, FaceSource, ImageFolder, Preprocess, SourceKind, inspect, load_images, open_source,
+    DataError, FaceSource, ImageFolder, MAX_DECODED_SIDE, Preprocess, SourceKind, inspect,
+    load_images, open_source,
 };
+
+fn small_preprocess() -> Preprocess {
+    Preprocess { height: 8, width: 8, ..Preprocess::default() }
+}
+
+/// Copies `name` (`train.rec` or `train.idx`) of the plain fixture to `to`.
+fn copy_fixture_file(name: &str, to: &Path) {
+    std::fs::copy(common::data_dir().join("rec_plain").join(name), to).unwrap();
+}
 
 #[test]
 fn folders_sort_by_name_and_skip_non_images() {
@@ -136,4 +148,148 @@ fn inspect_reports_each_kind() {
         serde_json::json!({"kind": "folder", "images": 3, "identities": 2, "image_size": [8, 8]})
     );
     assert_eq!(folder.to_string(), "kind: folder\nimages: 3\nidentities: 2\nimage_size: 8x8\n");
+}
+
+#[test]
+fn rec_without_idx_names_the_missing_index() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture_file("train.rec", &dir.path().join("train.rec"));
+
+    for error in [open_source(dir.path()).err().unwrap(), inspect(dir.path()).unwrap_err()] {
+        match &error {
+            DataError::IncompleteRecordIo { missing, present, .. } => {
+                assert_eq!(missing, &dir.path().join("train.idx"));
+                assert_eq!(present, &dir.path().join("train.rec"));
+            }
+            other => panic!("expected an incomplete RecordIO error, got {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(message.contains("train.idx` not found"), "{message}");
+        assert!(message.contains("rec2idx"), "{message}");
+        assert!(!message.contains("identity sub-folders"), "{message}");
+    }
+
+    let single = dir.path().join("faces.rec");
+    std::fs::rename(dir.path().join("train.rec"), &single).unwrap();
+    let error = open_source(&single).err().unwrap();
+    assert!(error.to_string().contains("faces.idx` not found"), "{error}");
+}
+
+#[test]
+fn idx_without_rec_names_the_missing_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture_file("train.idx", &dir.path().join("train.idx"));
+
+    let error = open_source(dir.path()).err().unwrap();
+    assert!(matches!(error, DataError::IncompleteRecordIo { .. }), "{error:?}");
+    assert!(error.to_string().contains("train.rec` not found"), "{error}");
+
+    let error = inspect(&dir.path().join("train.idx")).unwrap_err();
+    assert!(matches!(error, DataError::IncompleteRecordIo { .. }), "{error:?}");
+    assert!(error.to_string().contains("train.rec` not found"), "{error}");
+}
+
+#[test]
+fn idx_path_opens_its_rec_file() {
+    let source = open_source(&common::data_dir().join("rec_plain").join("train.idx")).unwrap();
+    assert_eq!(source.len(), 60);
+    assert!(source.describe(0).contains("train.rec"), "{}", source.describe(0));
+
+    let report = inspect(&common::data_dir().join("rec_meta").join("train.idx")).unwrap();
+    assert_eq!(report.kind, SourceKind::Rec);
+    assert_eq!(report.images, 60);
+    assert_eq!(report.identities, Some(6));
+}
+
+#[test]
+fn unsupported_file_type_is_rejected() {
+    let json = common::data_dir().join("pairs.json");
+    let error = inspect(&json).unwrap_err();
+    assert!(matches!(error, DataError::UnsupportedFile { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("unsupported file type"), "{message}");
+    assert!(message.contains("pairs.json"), "{message}");
+    assert!(message.contains(".bin validation pack, a .rec or .idx file"), "{message}");
+    assert!(!message.contains("pairs.idx"), "{message}");
+
+    let error = open_source(&json).err().unwrap();
+    assert!(matches!(error, DataError::UnsupportedFile { .. }), "{error:?}");
+
+    let error = open_source(&common::data_dir().join("pairs_p4.bin")).err().unwrap();
+    assert!(matches!(error, DataError::UnsupportedFile { .. }), "{error:?}");
+    assert!(error.to_string().contains("for evaluation, not a training set"), "{error}");
+}
+
+#[test]
+fn hidden_files_and_folders_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_face_folder(dir.path(), &[2, 1]);
+    // A macOS resource fork beside an image, and a hidden folder holding a valid image.
+    std::fs::write(dir.path().join("id000").join("._00.png"), b"\x00\x05\x16\x07").unwrap();
+    std::fs::create_dir(dir.path().join(".Trashes")).unwrap();
+    std::fs::write(dir.path().join(".Trashes").join("x.png"), common::synthetic_png(9, 9)).unwrap();
+
+    let folder = ImageFolder::open(dir.path()).unwrap();
+    assert_eq!(folder.num_identities(), 2);
+    assert_eq!(folder.identity_name(0), "id000");
+    assert_eq!(folder.len(), 3);
+    let all: Vec<usize> = (0..folder.len()).collect();
+    load_images(&folder, &all, &small_preprocess(), false).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn broken_links_are_skipped_with_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_face_folder(dir.path(), &[2, 2]);
+    let missing = dir.path().join("missing.png");
+    std::os::unix::fs::symlink(&missing, dir.path().join("id000").join("02.png")).unwrap();
+    std::os::unix::fs::symlink(&missing, dir.path().join("id001").join("02.png")).unwrap();
+    let present = dir.path().join("id001").join("00.png");
+    std::os::unix::fs::symlink(&present, dir.path().join("id001").join("03.png")).unwrap();
+
+    let (folder, logs) = common::capture_logs(|| ImageFolder::open(dir.path()).unwrap());
+    assert_eq!(folder.len(), 5, "the working link is an image, the broken ones are not");
+    assert_eq!(logs.matches("symbolic links whose target does not exist").count(), 1, "{logs}");
+    assert!(logs.contains("count=2"), "{logs}");
+    assert!(logs.contains("WARN"), "{logs}");
+}
+
+#[test]
+fn decode_error_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_face_folder(dir.path(), &[2]);
+    let bad = dir.path().join("id000").join("01.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    let folder = ImageFolder::open(dir.path()).unwrap();
+
+    let error = load_images(&folder, &[1], &small_preprocess(), false).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("re-encode or remove the image"), "{message}");
+    assert!(!message.contains("skip_bad_images"), "{message}");
+
+    let chain = common::error_chain(&error);
+    let cause = chain.strip_prefix(&format!("{message}: ")).expect("the error has a cause");
+    assert!(!cause.is_empty(), "{chain}");
+    assert!(!cause.contains('\n'), "{chain}");
+    assert_eq!(chain.matches(cause).count(), 1, "the cause repeats: {chain}");
+    let segments: Vec<&str> = cause.split(": ").collect();
+    for pair in segments.windows(2) {
+        assert_ne!(pair[0].trim(), pair[1].trim(), "a cause repeats: {chain}");
+    }
+}
+
+#[test]
+fn oversized_image_error_states_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("id");
+    std::fs::create_dir(&folder).unwrap();
+    image::GrayImage::new(MAX_DECODED_SIDE + 1, 1).save(folder.join("wide.png")).unwrap();
+
+    let source = ImageFolder::open(dir.path()).unwrap();
+    let error = load_images(&source, &[0], &small_preprocess(), false).unwrap_err();
+    assert!(matches!(error, DataError::Decode { .. }), "{error:?}");
+    let chain = common::error_chain(&error);
+    assert!(chain.contains("wide.png"), "{chain}");
+    assert!(chain.contains("limit of 16384 pixels"), "{chain}");
 }

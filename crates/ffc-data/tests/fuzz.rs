@@ -33,6 +33,9 @@ const HANG_LIMIT: Duration = Duration::from_secs(10);
 /// Share of inputs mutated from the full-size fixtures rather than the shrunken ones.
 const FULL_SIZE_SHARE: f64 = 0.05;
 
+/// Share of pack inputs that also get a run of deeply nesting opcodes.
+const NESTING_SHARE: f64 = 0.02;
+
 /// Records and images read per input, bounding the work of inputs with huge indexes.
 const MAX_READS: usize = 200;
 
@@ -440,6 +443,42 @@ fn shorten(opcode: u8, payload: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Inserts opcodes that nest values up to 20,000 levels deep, which overflow the stack of a
+/// recursive parser: empty lists appended into one another, marks closed by `LIST`, 1-tuples
+/// around `None`, or lists that each hold a memo reference to the previous one. The run goes
+/// right after the protocol header or at a random position.
+fn insert_nesting(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
+    let depth = rng.random_range(200..20_000);
+    let mut run = Vec::new();
+    match rng.random_range(0..4) {
+        0 => {
+            run.extend(std::iter::repeat_n(b']', depth));
+            run.extend(std::iter::repeat_n(b'a', depth - 1));
+        }
+        1 => {
+            run.extend(std::iter::repeat_n(b'(', depth));
+            run.extend(std::iter::repeat_n(b'l', depth));
+        }
+        2 => {
+            run.push(b'N');
+            run.extend(std::iter::repeat_n(0x85, depth));
+        }
+        _ => {
+            // LONG_BINPUT the first list as entry 0, then x_i = [x_(i-1)] as entry i.
+            run.extend([b']', b'r', 0, 0, 0, 0]);
+            for id in 0..depth as u32 {
+                run.extend([b']', b'j']);
+                run.extend(id.to_le_bytes());
+                run.extend([b'a', b'r']);
+                run.extend((id + 1).to_le_bytes());
+            }
+        }
+    }
+    let position =
+        if rng.random_bool(0.5) { bytes.len().min(2) } else { rng.random_range(0..=bytes.len()) };
+    bytes.splice(position..position, run);
+}
+
 #[test]
 fn pack_reader_survives_mutations() {
     let names = ["pairs_py2.bin", "pairs_p2_codecs.bin", "pairs_p4.bin", "pairs_numpy.bin"];
@@ -461,6 +500,9 @@ fn pack_reader_survives_mutations() {
         let donors: Vec<&[u8]> = corpus.iter().map(Vec::as_slice).collect();
         let mut bytes = base.clone();
         mutate(&mut rng, &mut bytes, &donors);
+        if rng.random_bool(NESTING_SHARE) {
+            insert_nesting(&mut rng, &mut bytes);
+        }
 
         match ValidationPack::from_bytes(Path::new("fuzz.bin"), &bytes) {
             Ok(pack) => {

@@ -237,6 +237,21 @@ fn invalid_configurations_name_the_numbers() {
 }
 
 #[test]
+fn single_identity_needs_two_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_face_folder(dir.path(), &[10]);
+    let source: Arc<dyn FaceSource> = Arc::new(ImageFolder::open(dir.path()).unwrap());
+
+    for batch_size in [2, 4] {
+        let message = config_error(&source, config(batch_size, 0), at(0, 0));
+        assert!(message.contains("10 images of 1 identity"), "{message}");
+        assert!(message.contains("even and at least 2"), "{message}");
+        assert!(message.contains("at least 2 identities"), "{message}");
+        assert!(!message.contains("batch_size to 0"), "{message}");
+    }
+}
+
+#[test]
 fn corrupt_image_fails_batch_naming_file() {
     let dir = tempfile::tempdir().unwrap();
     common::write_face_folder(dir.path(), &[2, 2, 2, 2]);
@@ -278,6 +293,27 @@ fn skip_bad_images_substitutes_and_counts() {
 
     let again = batches(&mut loader(&source, skipping, at(0, 0)), 12);
     assert_eq!(all, again, "substitutions are reproducible");
+}
+
+#[test]
+fn skip_warning_shows_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_face_folder(dir.path(), &[2, 2, 2, 2]);
+    std::fs::write(dir.path().join("id001").join("01.png"), b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    let source: Arc<dyn FaceSource> = Arc::new(ImageFolder::open(dir.path()).unwrap());
+
+    // Inline decoding, so that the warnings come from this thread.
+    let skipping = LoaderConfig { skip_bad_images: true, ..config(4, 0) };
+    let (all, logs) = common::capture_logs(|| batches(&mut loader(&source, skipping, at(0, 0)), 4));
+    assert!(all.iter().any(|batch| batch.skipped_images > 0), "the bad image is sampled");
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("skipping an unreadable image"))
+        .unwrap_or_else(|| panic!("no skip warning in {logs}"));
+    assert!(warning.contains("re-encode or remove the image"), "{warning}");
+    assert!(!warning.contains("skip_bad_images"), "{warning}");
+    let cause = "chunk appeared before IHDR chunk";
+    assert_eq!(warning.matches(cause).count(), 1, "{warning}");
 }
 
 #[test]

@@ -5,8 +5,8 @@ mod common;
 use std::path::Path;
 
 use ffc_data::{
-    DataError, FaceSource, ImageFolder, PackOptions, RecordDataset, RecordLayout, pack_folder,
-    pack_source,
+    DataError, FaceSource, ImageFolder, PackOptions, RecordDataset, RecordLayout, open_source,
+    pack_folder, pack_source,
 };
 
 /// Writes the fixture's 60 images into an image folder, `id0/00.jpg` … `id5/09.jpg`.
@@ -58,6 +58,40 @@ fn plain_fixture_converts_to_meta_layout() {
     let plain = RecordDataset::open(&common::data_dir().join("rec_plain")).unwrap();
     pack_source(&plain, dir.path(), &PackOptions::default(), &mut |_, _| {}).unwrap();
     assert_same_files(dir.path(), &common::data_dir().join("rec_meta"));
+}
+
+#[test]
+fn plain_folder_converts_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["train.rec", "train.idx"] {
+        std::fs::copy(common::data_dir().join("rec_plain").join(name), dir.path().join(name))
+            .unwrap();
+    }
+    // The source keeps its `.rec` file memory-mapped while the packer writes the same folder.
+    let source = open_source(dir.path()).unwrap();
+    pack_source(source.as_ref(), dir.path(), &PackOptions::default(), &mut |_, _| {}).unwrap();
+    drop(source);
+
+    assert_same_files(dir.path(), &common::data_dir().join("rec_meta"));
+    assert!(!dir.path().join("train.rec.partial").exists());
+    assert!(!dir.path().join("train.idx.partial").exists());
+}
+
+#[test]
+fn failed_pack_keeps_existing_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, output) = (dir.path().join("images"), dir.path().join("packed"));
+    common::write_face_folder(&images, &[2, 2]);
+    pack_folder(&images, &output, &PackOptions::default(), &mut |_, _| {}).unwrap();
+    let before = std::fs::read(output.join("train.rec")).unwrap();
+
+    std::fs::write(images.join("id001").join("01.png"), b"\x89PNG broken").unwrap();
+    let error = pack_folder(&images, &output, &PackOptions::default(), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(error, DataError::Decode { .. }), "{error}");
+    assert_eq!(std::fs::read(output.join("train.rec")).unwrap(), before);
+    assert!(!output.join("train.rec.partial").exists());
+    assert!(!output.join("train.idx.partial").exists());
+    assert_eq!(RecordDataset::open(&output).unwrap().len(), 4);
 }
 
 #[test]

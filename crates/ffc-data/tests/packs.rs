@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use ffc_data::{DataError, Preprocess, ValidationPack};
+use ffc_data::{DataError, Preprocess, ValidationPack, inspect};
 use serde_pickle::{SerOptions, Value};
 
 const PACKS: [&str; 4] =
@@ -178,4 +178,74 @@ fn missing_pack_is_named() {
     let error = ValidationPack::open(Path::new("no/such/lfw.bin")).unwrap_err();
     assert!(matches!(error, DataError::NotFound { .. }), "{error}");
     assert!(error.to_string().contains("no/such/lfw.bin"), "{error}");
+}
+
+#[test]
+fn empty_pack_is_rejected_but_inspected() {
+    let empty = pack_bytes(&Value::Tuple(vec![Value::List(vec![]), Value::List(vec![])]));
+    let reason = invalid_reason(ValidationPack::from_bytes(Path::new("bad.bin"), &empty));
+    assert!(reason.contains("contains no pairs"), "{reason}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.bin");
+    std::fs::write(&path, &empty).unwrap();
+    let error = ValidationPack::open(&path).unwrap_err();
+    assert!(matches!(error, DataError::InvalidPack { .. }), "{error}");
+    assert!(error.to_string().contains("empty.bin"), "{error}");
+
+    let report = inspect(&path).unwrap();
+    assert_eq!(report.images, 0);
+    assert_eq!(report.pairs, Some(0));
+    assert_eq!(report.image_size, None);
+}
+
+/// Returns a protocol 4 pickle of `depth` nested lists, as Python writes `[[[...]]]`: each list
+/// is created and memoized, and its child is appended after it is complete.
+fn nested_lists(depth: usize) -> Vec<u8> {
+    let mut bytes = vec![0x80, 4];
+    for _ in 0..depth {
+        bytes.extend([b']', 0x94]);
+    }
+    bytes.extend(std::iter::repeat_n(b'a', depth - 1));
+    bytes.push(b'.');
+    bytes
+}
+
+#[test]
+fn deeply_nested_pickle_is_rejected() {
+    let bytes = nested_lists(20_000);
+    assert!(bytes.len() < 64 * 1024);
+    let reason = invalid_reason(ValidationPack::from_bytes(Path::new("bad.bin"), &bytes));
+    assert!(reason.contains("more than 256 levels deep"), "{reason}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let error = inspect(&path).unwrap_err();
+    assert!(error.to_string().contains("deep.bin"), "{error}");
+    assert!(error.to_string().contains("levels deep"), "{error}");
+}
+
+#[test]
+fn nesting_at_the_limit_reaches_the_parser() {
+    // 100 lists and 99 memo references between them are 199 levels.
+    let reason =
+        invalid_reason(ValidationPack::from_bytes(Path::new("bad.bin"), &nested_lists(100)));
+    assert!(reason.contains("expected a pickled 2-tuple"), "{reason}");
+}
+
+#[test]
+fn doubling_memo_references_are_rejected() {
+    // x0 = b"ab"; x_i = (x_(i-1), x_(i-1)) for 60 levels: 2^60 values after expansion.
+    let mut bytes = vec![0x80, 4, b'C', 2, b'a', b'b', 0x94];
+    for id in 0..60u32 {
+        bytes.extend([b'0', b'j']);
+        bytes.extend(id.to_le_bytes());
+        bytes.push(b'j');
+        bytes.extend(id.to_le_bytes());
+        bytes.extend([0x86, 0x94]);
+    }
+    bytes.push(b'.');
+    let reason = invalid_reason(ValidationPack::from_bytes(Path::new("bad.bin"), &bytes));
+    assert!(reason.contains("expands to more than"), "{reason}");
 }

@@ -6,7 +6,7 @@ mod common;
 use ffc_data::recordio::{
     FrameError, IrHeader, MAGIC, RecordReader, RecordWriter, encode_frames, parse_frame,
 };
-use ffc_data::{DataError, FaceSource, RecordDataset, RecordLayout};
+use ffc_data::{DataError, FaceSource, RecordDataset, RecordLayout, inspect};
 use proptest::prelude::*;
 
 fn fixture(layout: &str) -> RecordDataset {
@@ -443,6 +443,28 @@ fn bad_property_file_is_rejected() {
     let error = RecordDataset::open(dir.path()).err().unwrap();
     assert!(matches!(error, DataError::Property { .. }), "{error}");
     assert!(error.to_string().contains("six,112,112"), "{error}");
+}
+
+#[test]
+fn zero_property_size_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["train.rec", "train.idx"] {
+        let source = common::data_dir().join("rec_plain").join(name);
+        std::fs::copy(source, dir.path().join(name)).unwrap();
+    }
+    let property = dir.path().join("property");
+    for text in ["6,0,0\n", "6,112,0\n", "6,0,112\n"] {
+        std::fs::write(&property, text).unwrap();
+        for error in
+            [RecordDataset::open(dir.path()).err().unwrap(), inspect(dir.path()).unwrap_err()]
+        {
+            assert!(matches!(error, DataError::Property { .. }), "{error}");
+            let message = error.to_string();
+            assert!(message.contains(&property.display().to_string()), "{message}");
+            assert!(message.contains(text.trim()), "{message}");
+            assert!(message.contains("at least 1 pixel"), "{message}");
+        }
+    }
 }
 
 #[test]

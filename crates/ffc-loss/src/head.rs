@@ -6,13 +6,11 @@
 //! the pass use row 1 instead. C2 differs from C1 only in the hit columns, so it is built from
 //! C1 plus a product over those columns, and only one full `[batch, Q]` product runs per pass.
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::backend::Backend;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use ffc_pool::{ClassPool, PassInsertion};
 
 use crate::MarginLoss;
-
-type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
 /// What one pass did, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,25 +61,25 @@ pub struct StepOutcome<B: Backend> {
 /// With `rollback_pass` false, pass A is skipped and view x contributes only its gallery
 /// features. The pool ends up exactly as pass B leaves it either way.
 ///
-/// `B` is the autodiff backend used for the loss gradient with respect to the cosine matrices;
-/// every input and output lives on its inner backend. To train a network, multiply each probe
-/// feature tensor of the graph by its detached gradient, sum, and backpropagate:
+/// Everything runs on plain tensors: the loss gradient is computed in closed form
+/// ([`MarginLoss::value_and_grad`]). To train a network, multiply each probe feature tensor of
+/// the autodiff graph by its detached gradient, sum, and backpropagate:
 /// `(probe_x * grad_x).sum() + (probe_y * grad_y).sum()` has exactly these gradients.
 ///
 /// # Shapes
 /// See [`StepInputs`].
-pub fn ffc_step<B: AutodiffBackend>(
-    pool: &mut ClassPool<Inner<B>>,
+pub fn ffc_step<B: Backend>(
+    pool: &mut ClassPool<B>,
     loss: &MarginLoss,
-    inputs: StepInputs<Inner<B>>,
+    inputs: StepInputs<B>,
     rollback_pass: bool,
-) -> StepOutcome<Inner<B>> {
+) -> StepOutcome<B> {
     let StepInputs { probe_x, probe_y, gallery_x, gallery_y, x_labels, y_labels } = inputs;
 
     let pass_a = rollback_pass
-        .then(|| ffc_pass::<B>(pool, loss, probe_x, &x_labels, gallery_y, &y_labels, false));
+        .then(|| ffc_pass(pool, loss, probe_x, &x_labels, gallery_y, &y_labels, false));
     let (report_b, grad_probe_y) =
-        ffc_pass::<B>(pool, loss, probe_y, &y_labels, gallery_x, &x_labels, true);
+        ffc_pass(pool, loss, probe_y, &y_labels, gallery_x, &x_labels, true);
 
     let loss_a = pass_a.as_ref().map_or(0.0, |(report, _)| report.loss);
     let (pass_a, grad_probe_x) = pass_a.unzip();
@@ -101,15 +99,15 @@ pub fn ffc_step<B: AutodiffBackend>(
 /// - `probe`: `[n_probe, D]`, `probe_labels`: `[n_probe]`
 /// - `gallery`: `[n_gallery, D]`, `gallery_labels`: `[n_gallery]`
 /// - returned gradient: `[n_probe, D]`
-pub fn ffc_pass<B: AutodiffBackend>(
-    pool: &mut ClassPool<Inner<B>>,
+pub fn ffc_pass<B: Backend>(
+    pool: &mut ClassPool<B>,
     loss: &MarginLoss,
-    probe: Tensor<Inner<B>, 2>,
+    probe: Tensor<B, 2>,
     probe_labels: &[u64],
-    gallery: Tensor<Inner<B>, 2>,
+    gallery: Tensor<B, 2>,
     gallery_labels: &[u64],
     keep: bool,
-) -> (PassReport, Tensor<Inner<B>, 2>) {
+) -> (PassReport, Tensor<B, 2>) {
     let (insertion, journal) = if keep {
         (pool.insert(gallery_labels, gallery), None)
     } else {
@@ -118,7 +116,7 @@ pub fn ffc_pass<B: AutodiffBackend>(
     };
     let probe_slots = pool.probe_slots(probe_labels);
 
-    let (value, grad_probe) = score::<B>(pool, loss, probe, &insertion.hit_slots, &probe_slots);
+    let (value, grad_probe) = score(pool, loss, probe, &insertion.hit_slots, &probe_slots);
 
     if let Some(journal) = journal {
         pool.rollback(journal);
@@ -127,24 +125,24 @@ pub fn ffc_pass<B: AutodiffBackend>(
 }
 
 /// Computes `loss(C1) + loss(C2)` and its gradient with respect to the probe features.
-fn score<B: AutodiffBackend>(
-    pool: &ClassPool<Inner<B>>,
+fn score<B: Backend>(
+    pool: &ClassPool<B>,
     loss: &MarginLoss,
-    probe: Tensor<Inner<B>, 2>,
+    probe: Tensor<B, 2>,
     hit_slots: &[usize],
     probe_slots: &[i64],
-) -> (f32, Tensor<Inner<B>, 2>) {
+) -> (f32, Tensor<B, 2>) {
     let row0 = pool.row0(); // [Q, D]
     let c1 = probe.clone().matmul(row0.clone().transpose()); // [n, Q]
 
     if hit_slots.is_empty() {
         // C2 equals C1, so the pass loss is twice loss(C1).
-        let (value, grad) = loss_and_grad::<B>(loss, c1, probe_slots);
+        let (value, grad) = loss.value_and_grad(c1, probe_slots);
         return (2.0 * value, grad.matmul(row0) * 2.0);
     }
 
     let device = probe.device();
-    let hits = Tensor::<Inner<B>, 1, Int>::from_data(
+    let hits = Tensor::<B, 1, Int>::from_data(
         TensorData::new(hit_slots.iter().map(|&s| s as i64).collect(), [hit_slots.len()]),
         &device,
     );
@@ -152,22 +150,9 @@ fn score<B: AutodiffBackend>(
     let column_delta = probe.matmul(row_delta.clone().transpose()); // [n, h]
     let c2 = c1.clone().select_assign(1, hits.clone(), column_delta, IndexingUpdateOp::Add);
 
-    let (value1, grad1) = loss_and_grad::<B>(loss, c1, probe_slots);
-    let (value2, grad2) = loss_and_grad::<B>(loss, c2, probe_slots);
+    let (value1, grad1) = loss.value_and_grad(c1, probe_slots);
+    let (value2, grad2) = loss.value_and_grad(c2, probe_slots);
     // dL/dP = dC1 W0 + dC2 W~, with W~ = W0 except the hit rows, which are W0 + row_delta.
     let grad_probe = (grad1 + grad2.clone()).matmul(row0) + grad2.select(1, hits).matmul(row_delta);
     (value1 + value2, grad_probe)
-}
-
-/// Evaluates the loss of one cosine matrix and its gradient with respect to that matrix.
-fn loss_and_grad<B: AutodiffBackend>(
-    loss: &MarginLoss,
-    cos_theta: Tensor<Inner<B>, 2>,
-    labels: &[i64],
-) -> (f32, Tensor<Inner<B>, 2>) {
-    let cos_theta = Tensor::<B, 2>::from_inner(cos_theta).require_grad();
-    let value = loss.forward(cos_theta.clone(), labels);
-    let grads = value.backward();
-    let grad = cos_theta.grad(&grads).expect("the loss depends on every cosine matrix");
-    (value.into_scalar().elem::<f32>(), grad)
 }

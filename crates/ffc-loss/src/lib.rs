@@ -21,7 +21,10 @@
 //! assert!(cos.grad(&grads).is_some());
 //! ```
 
+mod analytic;
 mod head;
+#[cfg(feature = "flex")]
+mod host;
 mod margin;
 
 pub use head::{PassReport, StepInputs, StepOutcome, ffc_pass, ffc_step};

@@ -167,7 +167,7 @@ impl MarginLoss {
         relu(cos.gather(1, index)).mean().reshape([1])
     }
 
-    fn check(&self, batch_size: usize, n_slots: usize, labels: &[i64]) {
+    pub(crate) fn check(&self, batch_size: usize, n_slots: usize, labels: &[i64]) {
         assert_eq!(
             labels.len(),
             batch_size,

@@ -242,7 +242,7 @@ fn step_case(case: &Value) -> Result<(), String> {
         x_labels: labels(&case["x_labels"]),
         y_labels: labels(&case["y_labels"]),
     };
-    let outcome = ffc_step::<B>(&mut pool, &margin_loss(case), inputs, true);
+    let outcome = ffc_step(&mut pool, &margin_loss(case), inputs, true);
     let expected = &case["expected"];
 
     let pass_a = outcome.pass_a.as_ref().ok_or("pass A did not run")?;

@@ -141,11 +141,16 @@ pub fn save<B: AutodiffBackend>(
     write_pool(&temp, &state.pool)?;
     write_json(&temp.join("trainer.json"), trainer)?;
 
+    // An existing folder of the same step is moved aside first, so that at every moment one
+    // complete `step-*` folder exists; names starting with '.' are never read as checkpoints.
+    let old = root.join(format!(".{name}.old"));
     if final_dir.exists() {
-        fs::remove_dir_all(&final_dir).map_err(io("replace", &final_dir))?;
+        remove_hidden(&old)?;
+        fs::rename(&final_dir, &old).map_err(io("move aside", &final_dir))?;
     }
     fs::rename(&temp, &final_dir).map_err(io("rename into place", &final_dir))?;
     sync_dir(&root);
+    remove_hidden(&old)?;
     Ok(final_dir)
 }
 
@@ -239,8 +244,47 @@ pub fn prune(output: &Path, keep: usize) -> Result<(), CheckpointError> {
     names.sort();
     let excess = names.len().saturating_sub(keep);
     for name in &names[..excess] {
+        // Hidden under a dot name before deletion, so an interrupted delete leaves no partial
+        // `step-*` folder behind.
         let dir = root.join(name);
-        fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        let doomed = root.join(format!(".{name}.deleting"));
+        remove_hidden(&doomed)?;
+        fs::rename(&dir, &doomed).map_err(io("move aside", &dir))?;
+        remove_hidden(&doomed)?;
+    }
+    Ok(())
+}
+
+/// Returns the steps of the complete checkpoints under `output`, in increasing order.
+pub fn steps(output: &Path) -> Vec<usize> {
+    let Ok(entries) = fs::read_dir(output.join(CHECKPOINT_DIR)) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<usize> = entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+/// Returns the training output folder a checkpoint folder belongs to: `<output>/checkpoints/step-N`
+/// gives `<output>`; any other path is returned as it is.
+pub fn output_of(path: &Path) -> PathBuf {
+    let is_checkpoint = path.join("trainer.json").is_file();
+    match path.parent() {
+        Some(parent)
+            if is_checkpoint && parent.file_name().is_some_and(|n| n == CHECKPOINT_DIR) =>
+        {
+            parent.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
+        }
+        _ => path.to_owned(),
+    }
+}
+
+fn remove_hidden(dir: &Path) -> Result<(), CheckpointError> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io("remove", dir))?;
     }
     Ok(())
 }

@@ -313,6 +313,13 @@ impl TrainConfig {
         if self.keep_checkpoints == 0 {
             return invalid("keep_checkpoints", "0".into(), "keep at least the latest checkpoint");
         }
+        match self.backbone().validate() {
+            Ok(()) => {}
+            Err(ffc_model::ModelError::InvalidConfig { field, value, reason }) => {
+                return invalid(field, value, reason);
+            }
+            Err(other) => return invalid("network", self.network.to_string(), &other.to_string()),
+        }
         if self.rec.as_os_str().is_empty() {
             return invalid(
                 "rec",

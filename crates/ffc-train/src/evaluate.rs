@@ -73,11 +73,26 @@ impl ValidationSet {
     /// Opens an insightface `.bin` pack; pair i is images 2i and 2i+1.
     pub fn from_pack(path: &Path) -> Result<Self, EvalSetError> {
         let pack = ValidationPack::open(path)?;
+        if pack.pairs() < FOLDS {
+            let (pairs, required, folds) = (pack.pairs(), FOLDS, FOLDS);
+            let source = ffc_eval::EvalError::TooFewPairs { pairs, required, folds };
+            return Err(EvalSetError::Eval { name: pack.name.clone(), source });
+        }
         let pairs = PairList {
             pairs: (0..pack.pairs()).map(|i| (2 * i, 2 * i + 1)).collect(),
             issame: pack.issame.clone(),
         };
         Ok(Self { name: pack.name.clone(), images: Images::Pack(pack), pairs })
+    }
+
+    /// Decodes every image once, so that a broken image fails before training rather than at
+    /// the first evaluation.
+    pub fn check_images(&self, preprocess: &Preprocess) -> Result<(), EvalSetError> {
+        let chunk = 256;
+        for start in (0..self.len()).step_by(chunk) {
+            self.decode(start..(start + chunk).min(self.len()), preprocess, false)?;
+        }
+        Ok(())
     }
 
     /// Number of pairs.
@@ -110,7 +125,7 @@ impl ValidationSet {
                     let slot = &mut out[row * preprocess.image_len()..][..preprocess.image_len()];
                     preprocess.decode_into(&pack.images[image], flip, slot).map_err(|source| {
                         let image = format!("{image} of pack `{}`", self.name);
-                        ffc_data::DataError::Decode { image, source }
+                        ffc_data::DataError::Decode { image, source: source.into() }
                     })?;
                 }
                 Ok(out)

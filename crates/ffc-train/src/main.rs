@@ -7,6 +7,7 @@
 //! ffc inspect PATH [--json]
 //! ```
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -37,7 +38,7 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Device to train on.
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_name = "cpu|wgpu[:N]|cuda[:N]")]
         device: DeviceSpec,
         /// Output folder [default: work_dirs/<config file stem>].
         #[arg(long)]
@@ -46,13 +47,14 @@ enum Command {
         #[arg(long)]
         resume: Option<PathBuf>,
     },
-    /// Evaluate a checkpoint on insightface `.bin` validation packs.
+    /// Evaluate a checkpoint on `.bin` validation packs or a held-out identity folder.
+    #[command(group(clap::ArgGroup::new("sets").required(true).multiple(true).args(["bins", "folder"])))]
     Eval {
         /// A checkpoint folder, or a training output folder (its newest checkpoint is used).
         #[arg(long)]
         checkpoint: PathBuf,
         /// Validation pack such as lfw.bin (repeatable).
-        #[arg(long = "bin", required_unless_present = "folder")]
+        #[arg(long = "bin")]
         bins: Vec<PathBuf>,
         /// Held-out image folder: all same-identity pairs plus as many different-identity pairs.
         #[arg(long)]
@@ -70,12 +72,13 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Device to run on.
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_name = "cpu|wgpu[:N]|cuda[:N]")]
         device: DeviceSpec,
     },
-    /// Pack an image folder into insightface's train.rec, train.idx and property.
+    /// Pack an image folder (or convert a RecordIO folder) into insightface's train.rec, train.idx
+    /// and property.
     Pack {
-        /// Image folder with one sub-folder per identity.
+        /// Image folder with one sub-folder per identity, or a RecordIO folder.
         #[arg(long)]
         input: PathBuf,
         /// Output folder.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     match run(Cli::parse()) {
@@ -183,7 +187,7 @@ fn train(
         (None, None) => bail!("pass --config FILE (or --resume DIR to continue a run)"),
     };
     let output = output
-        .or_else(|| resume.clone())
+        .or_else(|| resume.as_deref().map(checkpoint::output_of))
         .or_else(|| {
             config_path
                 .and_then(|p| p.file_stem())
@@ -288,7 +292,8 @@ fn pack(
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let summary = ffc_data::pack_folder(input, output, &options, &mut progress)
+    let summary = ffc_data::open_source(input)
+        .and_then(|source| ffc_data::pack_source(source.as_ref(), output, &options, &mut progress))
         .with_context(|| format!("cannot pack `{}`", input.display()))?;
     bar.finish_and_clear();
     println!(

@@ -59,10 +59,14 @@ impl MetricRow {
     fn to_csv(&self) -> String {
         match self {
             MetricRow::Train { step, epoch, lr, loss, samples_per_sec, pooled_fraction } => {
-                format!("{step},{epoch},{lr},{loss},{samples_per_sec:.2},{pooled_fraction:.4},,,,")
+                format!(
+                    "{step},{epoch},{lr:.6e},{loss:.6},{samples_per_sec:.2},{pooled_fraction:.4},,,,"
+                )
             }
             MetricRow::Eval { step, epoch, target, accuracy_mean, accuracy_std, xnorm } => {
-                format!("{step},{epoch},,,,,{target},{accuracy_mean},{accuracy_std},{xnorm}")
+                format!(
+                    "{step},{epoch},,,,,{target},{accuracy_mean:.6},{accuracy_std:.6},{xnorm:.6}"
+                )
             }
         }
     }
@@ -169,6 +173,9 @@ impl Metrics {
                 targets[at].1.push((*step as f64, *accuracy_mean));
             }
         }
+        if targets.is_empty() {
+            return Ok(());
+        }
         draw(&dir.join("accuracy.png"), "verification accuracy", "accuracy", &targets)
     }
 }
@@ -220,7 +227,12 @@ fn draw(
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
-    chart.configure_mesh().x_desc("step").y_desc(y_label).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
     for (index, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(index).to_rgba();
         chart
@@ -232,6 +244,7 @@ fn draw(
     if !series.is_empty() {
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;

@@ -121,7 +121,7 @@ impl<B: AutodiffBackend> FfcState<B> {
             y_labels: batch.y_labels.clone(),
         };
         let outcome: StepOutcome<B::InnerBackend> =
-            ffc_step::<B>(&mut self.pool, &self.loss, inputs, config.rollback_pass);
+            ffc_step(&mut self.pool, &self.loss, inputs, config.rollback_pass);
         if !outcome.loss.is_finite() {
             return Err(NonFiniteLoss { step, loss: outcome.loss });
         }

@@ -46,6 +46,8 @@ pub fn train<B: AutodiffBackend>(
     options: &RunOptions,
     device: &B::Device,
 ) -> anyhow::Result<RunSummary> {
+    let config = &absolute_paths(config)?;
+    check_output(options)?;
     std::fs::create_dir_all(&options.output)
         .with_context(|| format!("cannot create output folder `{}`", options.output.display()))?;
     let source = ffc_data::open_source(&config.rec)
@@ -55,7 +57,7 @@ pub fn train<B: AutodiffBackend>(
 
     let mut state = FfcState::<B>::new(config, device);
     let (mut step, position) = match &options.resume {
-        Some(path) => resume(path, config, &mut state)?,
+        Some(path) => resume(path, config, &options.output, &mut state)?,
         None => (0, LoaderPosition::default()),
     };
     let loader_config = LoaderConfig {
@@ -83,11 +85,20 @@ pub fn train<B: AutodiffBackend>(
     let mut losses = Vec::new();
     let mut window = LogWindow::new();
     let mut last_eval = None;
-    let mut last_checkpoint = None;
+    // A resumed run already has the checkpoint of its first step.
+    let mut last_checkpoint = options.resume.as_ref().map(|_| step);
     while step < total {
-        let batch = loader
-            .next_batch()
-            .with_context(|| format!("data loader failed at step {}", step + 1))?;
+        let batch = match loader.next_batch() {
+            Ok(batch) => batch,
+            Err(error) => {
+                // The state is consistent between steps, so keep what was trained so far.
+                if last_checkpoint != Some(step) && step > 0 {
+                    save(config, &state, &options.output, step, loader.position())?;
+                }
+                let context = format!("data loader failed at step {}", step + 1);
+                return Err(anyhow::Error::from(error).context(context));
+            }
+        };
         let lr = learning_rate(config, step, steps_per_epoch);
         let stats = state.train_step(config, &batch, lr, step + 1)?;
         step += 1;
@@ -99,26 +110,26 @@ pub fn train<B: AutodiffBackend>(
             let row = window.log(step, batch.epoch, lr, total);
             metrics.push(row).context("cannot append to metrics.csv")?;
         }
-        if config.verbose > 0 && step % config.verbose == 0 {
-            evaluate(config, &state, &sets, step, batch.epoch, &mut metrics)?;
-            last_eval = Some(step);
-        }
         if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
             save(config, &state, &options.output, step, loader.position())?;
             last_checkpoint = Some(step);
         }
+        if config.verbose > 0 && step % config.verbose == 0 {
+            evaluate(config, &state, &sets, step, batch.epoch, &mut metrics)?;
+            last_eval = Some(step);
+        }
     }
     progress.finish_and_clear();
 
+    if last_checkpoint != Some(step) {
+        save(config, &state, &options.output, step, loader.position())?;
+    }
     let epoch = loader.position().epoch;
     let results = if last_eval == Some(step) {
         final_results(&metrics, step, &sets)
     } else {
         evaluate(config, &state, &sets, step, epoch, &mut metrics)?
     };
-    if last_checkpoint != Some(step) {
-        save(config, &state, &options.output, step, loader.position())?;
-    }
     if let Err(error) = metrics.plot() {
         warn!("cannot draw the plots: {error}");
     }
@@ -163,7 +174,8 @@ fn validation_sets(config: &TrainConfig) -> anyhow::Result<Vec<ValidationSet>> {
             continue;
         }
         let set = ValidationSet::from_pack(&path)
-            .with_context(|| format!("cannot read validation pack `{}`", path.display()))?;
+            .and_then(|set| set.check_images(&config.preprocess()).map(|()| set))
+            .with_context(|| format!("cannot use validation pack `{}`", path.display()))?;
         sets.push(set);
     }
     Ok(sets)
@@ -172,25 +184,76 @@ fn validation_sets(config: &TrainConfig) -> anyhow::Result<Vec<ValidationSet>> {
 fn resume<B: AutodiffBackend>(
     path: &Path,
     config: &TrainConfig,
+    output: &Path,
     state: &mut FfcState<B>,
 ) -> anyhow::Result<(usize, LoaderPosition)> {
     let dir = checkpoint::latest(path)?;
     let trainer = checkpoint::read_trainer(&dir)?;
-    let saved = &trainer.config;
-    let same_shape = saved.backbone() == config.backbone()
-        && saved.queue_size == config.queue_size
-        && saved.batch_size == config.batch_size;
-    if !same_shape {
+    if let Some(key) = changed_setting(&trainer.config, config) {
         bail!(
-            "checkpoint `{}` was trained with another network, queue_size or batch_size; resume \
-             with its own config (`trainer.json` holds it) or start a new output folder",
+            "checkpoint `{}` was trained with another `{key}`; resume with its own config \
+             (`ffc train --resume DIR` without --config reuses it) or start a new --output",
             dir.display()
+        );
+    }
+    if let Some(&newer) = checkpoint::steps(output).iter().rev().find(|&&s| s > trainer.step) {
+        bail!(
+            "output folder `{}` already holds a checkpoint of step {newer}, after the resumed \
+             step {}; pass a new --output to branch from step {}",
+            output.display(),
+            trainer.step,
+            trainer.step
         );
     }
     checkpoint::restore(&dir, state)
         .with_context(|| format!("cannot restore `{}`", dir.display()))?;
     info!(checkpoint = %dir.display(), step = trainer.step, "resumed");
     Ok((trainer.step, trainer.loader))
+}
+
+/// Returns the first setting that must not change on resume and did.
+fn changed_setting(saved: &TrainConfig, config: &TrainConfig) -> Option<&'static str> {
+    let (a, b) = (saved, config);
+    [
+        ("network", a.network != b.network),
+        ("embedding_size", a.embedding_size != b.embedding_size),
+        ("input_size", a.input_size != b.input_size),
+        ("widths", a.widths != b.widths),
+        ("dropout", a.dropout != b.dropout),
+        ("queue_size", a.queue_size != b.queue_size),
+        ("batch_size", a.batch_size != b.batch_size),
+        ("rec", a.rec != b.rec),
+        ("seed", a.seed != b.seed),
+    ]
+    .into_iter()
+    .find_map(|(key, differs)| differs.then_some(key))
+}
+
+/// Rejects a new run in an output folder that holds another run's checkpoints.
+fn check_output(options: &RunOptions) -> anyhow::Result<()> {
+    let existing = checkpoint::steps(&options.output);
+    if let (None, Some(last)) = (&options.resume, existing.last()) {
+        bail!(
+            "output folder `{}` already holds checkpoints (up to step {last}); pass --resume {} \
+             to continue that run, or choose another --output",
+            options.output.display(),
+            options.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Makes the data paths absolute, so the config saved in checkpoints works from any folder.
+fn absolute_paths(config: &TrainConfig) -> anyhow::Result<TrainConfig> {
+    let mut config = config.clone();
+    config.rec = std::path::absolute(&config.rec)
+        .with_context(|| format!("invalid path `rec = {}`", config.rec.display()))?;
+    if !config.val_folder.as_os_str().is_empty() {
+        let folder = &config.val_folder;
+        config.val_folder = std::path::absolute(folder)
+            .with_context(|| format!("invalid path `val_folder = {}`", folder.display()))?;
+    }
+    Ok(config)
 }
 
 fn baseline(config: &TrainConfig, sets: &[ValidationSet]) -> anyhow::Result<Option<SetResult>> {
@@ -217,8 +280,16 @@ fn evaluate<B: AutodiffBackend>(
     let preprocess = config.preprocess();
     let mut results = Vec::new();
     for set in sets {
-        let result =
-            set.evaluate(&net, &preprocess, config.eval_batch_size, true, state.device())?;
+        let evaluated =
+            set.evaluate(&net, &preprocess, config.eval_batch_size, true, state.device());
+        let result = match evaluated {
+            Ok(result) => result,
+            Err(error) => {
+                let error = anyhow::Error::from(error);
+                warn!("[{}][{step}] evaluation failed: {error:#}", set.name);
+                continue;
+            }
+        };
         let summary = &result.summary;
         info!(
             "[{}][{step}]XNorm: {:.6}  Accuracy-Flip: {:.5}+-{:.5}",

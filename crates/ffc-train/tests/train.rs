@@ -139,3 +139,100 @@ fn missing_data_folder_is_named() {
     let message = format!("{error:#}");
     assert!(message.contains("no-such-data"), "{message}");
 }
+
+#[test]
+fn new_run_rejects_folder_with_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let output = dir.path().join("run");
+    run(&config(&data, &["max_steps=2"]), &output, false).unwrap();
+
+    let error = run(&config(&data, &["max_steps=2", "lr=0.01"]), &output, false).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("already holds checkpoints (up to step 2)"), "{message}");
+    assert!(message.contains("--resume"), "{message}");
+}
+
+#[test]
+fn resume_from_older_checkpoint_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let output = dir.path().join("run");
+    run(&config(&data, &["max_steps=4"]), &output, false).unwrap();
+
+    let older = output.join("checkpoints/step-00000002");
+    let options = RunOptions { output: output.clone(), resume: Some(older) };
+    let error =
+        train::<B>(&config(&data, &["max_steps=5"]), &options, &Default::default()).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("checkpoint of step 4, after the resumed step 2"), "{message}");
+}
+
+#[test]
+fn resume_past_the_end_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let output = dir.path().join("run");
+    run(&config(&data, &["max_steps=3"]), &output, false).unwrap();
+    let before = std::fs::metadata(output.join("checkpoints/step-00000003/queue.f32"))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    let summary = run(&config(&data, &["max_steps=2"]), &output, true).unwrap();
+    assert_eq!(summary.steps, 3);
+    assert!(summary.losses.is_empty());
+    let after = std::fs::metadata(output.join("checkpoints/step-00000003/queue.f32"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after, "the checkpoint was rewritten");
+    let hidden: Vec<_> = std::fs::read_dir(output.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+#[test]
+fn tiny_validation_pack_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    // Keep only the first 4 pairs of the fixture pack, too few for 10 folds.
+    let pack = ffc_data::ValidationPack::open(&fixtures().join("pairs_p4.bin")).unwrap();
+    assert!(pack.pairs() > 4);
+    let small = dir.path().join("small.toml");
+    std::fs::write(&small, "").unwrap();
+    let truncated = truncated_pack(&pack, 4);
+    std::fs::write(data.join("tiny.bin"), truncated).unwrap();
+
+    let output = dir.path().join("run");
+    let error = run(&config(&data, &["val_targets=[\"tiny\"]"]), &output, false).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("tiny.bin"), "{message}");
+    assert!(message.contains("too few"), "{message}");
+    assert!(!output.join("checkpoints").exists());
+}
+
+/// Writes a protocol-2 pickle `(images, issame)` holding the first `pairs` pairs of `pack`.
+fn truncated_pack(pack: &ffc_data::ValidationPack, pairs: usize) -> Vec<u8> {
+    let mut bytes = vec![0x80, 2, b'('];
+    bytes.push(b']');
+    bytes.push(b'(');
+    for image in &pack.images[..2 * pairs] {
+        bytes.push(b'B'); // BINBYTES (protocol 3 opcode, read by every protocol-3+ reader)
+        bytes.extend_from_slice(&(image.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(image);
+    }
+    bytes.push(b'e');
+    bytes.push(b']');
+    bytes.push(b'(');
+    for &same in &pack.issame[..pairs] {
+        bytes.push(if same { 0x88 } else { 0x89 });
+    }
+    bytes.push(b'e');
+    bytes.push(b't');
+    bytes.push(b'.');
+    bytes
+}

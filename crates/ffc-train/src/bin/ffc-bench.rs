@@ -191,7 +191,7 @@ fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
         };
         let (probe_x, probe_y) = (inputs.probe_x.clone(), inputs.probe_y.clone());
         let started = Instant::now();
-        let outcome = ffc_step::<Ad>(&mut pool, &loss, inputs, true);
+        let outcome = ffc_step(&mut pool, &loss, inputs, true);
         let checksum: f32 = outcome.grad_probe_y.sum().into_scalar().elem();
         let elapsed = started.elapsed().as_secs_f64() * 1e3;
 

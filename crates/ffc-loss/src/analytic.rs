@@ -1,0 +1,269 @@
+//! The margin loss and its gradient in closed form, for the training step.
+//!
+//! Autodiff records every elementwise operation on the `[batch, Q]` cosine matrix and replays it
+//! backwards, which at Q = 10^5 costs several times the matrix product that produced the
+//! matrix. The gradient of softmax cross-entropy is known in closed form, so this module
+//! computes the loss and `dL/dC` directly with a handful of passes over the matrix.
+//! [`MarginLoss::forward`] stays the reference: tests compare both on random inputs.
+
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp::Add, Int, Tensor, TensorData};
+
+use crate::margin::{ARC_SIN_EPS, LossKind, MarginLoss};
+
+impl MarginLoss {
+    /// Computes the loss of [`forward`](Self::forward) and its gradient with respect to
+    /// `cos_theta`, without autodiff.
+    ///
+    /// # Shapes
+    /// - `cos_theta`: `[batch_size, n_slots]`
+    /// - `labels`: `[batch_size]`, a slot index or -1
+    /// - output: the loss and `dL/d cos_theta`, `[batch_size, n_slots]`
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
+    pub fn value_and_grad<B: Backend>(
+        &self,
+        cos_theta: Tensor<B, 2>,
+        labels: &[i64],
+    ) -> (f32, Tensor<B, 2>) {
+        let [batch_size, n_slots] = cos_theta.dims();
+        self.check(batch_size, n_slots, labels);
+        let device = cos_theta.device();
+        let (pooled, targets, outliers) = split_rows(labels);
+
+        let mut loss = 0.0;
+        let mut grad = Tensor::<B, 2>::zeros([batch_size, n_slots], &device);
+        if !pooled.is_empty() {
+            let rows = int_tensor::<B>(&pooled, &device);
+            let (value, rows_grad) =
+                self.classification_grad(cos_theta.clone().select(0, rows.clone()), &targets);
+            loss += value;
+            grad = grad.select_assign(0, rows, rows_grad, Add);
+        }
+        if !outliers.is_empty() {
+            let rows = int_tensor::<B>(&outliers, &device);
+            let (value, rows_grad) = self.outlier_grad(cos_theta.select(0, rows.clone()));
+            loss += value;
+            grad = grad.select_assign(0, rows, rows_grad, Add);
+        }
+        (loss, grad)
+    }
+
+    /// Mean cross-entropy of the margin logits and its gradient, for pooled rows.
+    ///
+    /// With z the scaled logits and p = softmax(z), dL/dz = (p - onehot) / rows; each logit's
+    /// derivative with respect to its cosine is s, s t for SV's re-weighted negatives, and s
+    /// times the target function's slope for the target.
+    fn classification_grad<B: Backend>(
+        &self,
+        cos: Tensor<B, 2>,
+        targets: &[i64],
+    ) -> (f32, Tensor<B, 2>) {
+        let [rows, _] = cos.dims();
+        let device = cos.device();
+        let index = int_tensor::<B>(targets, &device).reshape([rows, 1]);
+        let target_cos = cos.clone().gather(1, index.clone()); // [rows, 1]
+        let (target_logit, target_slope) = self.target(target_cos.clone());
+
+        // SV re-weights the cosines above g - m, the target among them; the scatter below
+        // replaces the target entry either way.
+        let (base, hard) = match self.kind {
+            LossKind::Sv => {
+                let hard = cos.clone().greater((target_cos - self.margin).expand(cos.shape()));
+                let reweighted = cos.clone() * self.sv_t + (self.sv_t - 1.0);
+                (cos.mask_where(hard.clone(), reweighted), Some(hard))
+            }
+            LossKind::Am | LossKind::Arc => (cos, None),
+        };
+        let current = base.clone().gather(1, index.clone());
+        let logits =
+            base.scatter(1, index.clone(), target_logit.clone() - current, Add) * self.scale;
+
+        let max = logits.clone().max_dim(1).detach(); // [rows, 1]
+        let shifted_exp = (logits - max.clone()).exp(); // [rows, n_slots]
+        let sum = shifted_exp.clone().sum_dim(1); // [rows, 1]
+        let log_sum_exp = sum.clone().log() + max;
+        let loss = (log_sum_exp - target_logit * self.scale).mean().into_scalar().elem::<f32>();
+
+        let scale = self.scale / rows as f32;
+        let mut grad = shifted_exp / sum * scale; // (p / rows) s, for every entry
+        if let Some(hard) = hard {
+            grad = grad.clone().mask_where(hard, grad * self.sv_t);
+        }
+        // Target entry: (p_y - 1) / rows * s * slope.
+        let p_target = grad.clone().gather(1, index.clone()); // still s p_y / rows, or s t p_y / rows
+        let p_target = match self.kind {
+            LossKind::Sv => self.unweight_target(p_target),
+            LossKind::Am | LossKind::Arc => p_target,
+        };
+        let target_grad = (p_target - scale) * target_slope;
+        let current = grad.clone().gather(1, index.clone());
+        (loss, grad.scatter(1, index, target_grad - current, Add))
+    }
+
+    /// Undoes the SV weight t that [`classification_grad`](Self::classification_grad) applied
+    /// to the target entry, which is always among the re-weighted cosines when m > 0.
+    fn unweight_target<B: Backend>(&self, value: Tensor<B, 2>) -> Tensor<B, 2> {
+        if self.margin > 0.0 { value / self.sv_t } else { value }
+    }
+
+    /// Target logit (before scaling) and its derivative with respect to the target cosine.
+    fn target<B: Backend>(&self, g: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let m = self.margin;
+        match self.kind {
+            LossKind::Am => (g.clone() - m, g.ones_like()),
+            LossKind::Sv => {
+                let above = g.clone().greater_elem(m).float();
+                (g.clone() - above * m, g.ones_like())
+            }
+            LossKind::Arc => {
+                let one_minus_sq = g.clone().powf_scalar(2.0).neg() + 1.0;
+                let clamped: Tensor<B, 2, Bool> =
+                    one_minus_sq.clone().lower_equal_elem(ARC_SIN_EPS);
+                let sin = one_minus_sq.clamp_min(ARC_SIN_EPS).sqrt();
+                let logit = g.clone() * m.cos() - sin.clone() * m.sin();
+                // d/dg of -sqrt(1 - g^2) sin m is g / sqrt(1 - g^2) sin m, and 0 where clamped.
+                let slope = (g / sin * m.sin()).mask_fill(clamped, 0.0) + m.cos();
+                (logit, slope)
+            }
+        }
+    }
+
+    /// Mean of `max(0, c)` over the k largest cosines of every outlier row, and its gradient:
+    /// `1 / (rows k)` on each selected positive cosine, 0 elsewhere.
+    fn outlier_grad<B: Backend>(&self, cos: Tensor<B, 2>) -> (f32, Tensor<B, 2>) {
+        let [rows, n_slots] = cos.dims();
+        let k = self.hard_negatives;
+        let index = top_k_indices(&cos, k); // [rows, k]
+        let values = cos.clone().gather(1, index.clone());
+        let count = (rows * k) as f32;
+        let loss = relu(values.clone()).sum().into_scalar().elem::<f32>() / count;
+        let weight = values.greater_elem(0.0).float() / count;
+        let grad =
+            Tensor::<B, 2>::zeros([rows, n_slots], &cos.device()).scatter(1, index, weight, Add);
+        (loss, grad)
+    }
+}
+
+/// Splits labels into pooled rows with their slots, and outlier rows.
+fn split_rows(labels: &[i64]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    let mut pooled = Vec::new();
+    let mut targets = Vec::new();
+    let mut outliers = Vec::new();
+    for (row, &label) in labels.iter().enumerate() {
+        if label >= 0 {
+            pooled.push(row as i64);
+            targets.push(label);
+        } else {
+            outliers.push(row as i64);
+        }
+    }
+    (pooled, targets, outliers)
+}
+
+/// Indices of the k largest entries of every row, `[rows, k]`, in no particular order.
+///
+/// On the CPU backend one pass over each row keeps the k best in a small buffer. Elsewhere it
+/// uses burn's `topk_with_indices`, which sorts each row on the device.
+fn top_k_indices<B: Backend>(cos: &Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> {
+    let [rows, n_slots] = cos.dims();
+    #[cfg(feature = "flex")]
+    let on_host = crate::host::with_flex_values(cos, |values| {
+        let mut indices = Vec::with_capacity(rows * k);
+        for row in values.chunks_exact(n_slots) {
+            indices.extend(host_top_k(row, k).into_iter().map(|i| i as i64));
+        }
+        indices
+    });
+    #[cfg(not(feature = "flex"))]
+    let on_host: Option<Vec<i64>> = None;
+    match on_host {
+        Some(indices) => Tensor::from_data(TensorData::new(indices, [rows, k]), &cos.device()),
+        None => cos.clone().topk_with_indices(k, 1).1,
+    }
+}
+
+/// Positions of the k largest values of `row` (the first of equal values wins), in one pass.
+pub(crate) fn host_top_k(row: &[f32], k: usize) -> Vec<usize> {
+    // `best` holds (value, position) sorted by descending value; k is at most 10.
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    for (position, &value) in row.iter().enumerate() {
+        if best.len() == k && value <= best[k - 1].0 {
+            continue;
+        }
+        let at = best.iter().position(|&(v, _)| value > v).unwrap_or(best.len());
+        best.insert(at, (value, position));
+        best.truncate(k);
+    }
+    best.into_iter().map(|(_, position)| position).collect()
+}
+
+fn int_tensor<B: Backend>(values: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Distribution, Tensor};
+
+    use super::*;
+
+    type B = burn::backend::Autodiff<burn::backend::Flex>;
+    type Inner = burn::backend::Flex;
+
+    fn autodiff(loss: &MarginLoss, cos: &Tensor<Inner, 2>, labels: &[i64]) -> (f32, Vec<f32>) {
+        let tracked = Tensor::<B, 2>::from_inner(cos.clone()).require_grad();
+        let value = loss.forward(tracked.clone(), labels);
+        let grad = tracked.grad(&value.backward()).unwrap();
+        (value.into_scalar(), grad.into_data().into_vec::<f32>().unwrap())
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() <= 1e-5 + 1e-4 * b.abs()
+    }
+
+    #[test]
+    fn matches_autodiff_for_every_kind() {
+        let device = Default::default();
+        let labels = [3, -1, 0, 7, -1, 7, 1, -1];
+        for kind in [LossKind::Am, LossKind::Arc, LossKind::Sv] {
+            for margin in [0.5f32, 0.2, 0.0] {
+                let loss = MarginLoss { kind, scale: 32.0, margin, sv_t: 1.2, hard_negatives: 3 };
+                let cos =
+                    Tensor::<Inner, 2>::random([8, 12], Distribution::Uniform(-0.9, 0.9), &device);
+                let (expected, expected_grad) = autodiff(&loss, &cos, &labels);
+                let (value, grad) = loss.value_and_grad(cos, &labels);
+                let grad = grad.into_data().into_vec::<f32>().unwrap();
+                assert!(close(value, expected), "{kind:?} m={margin}: {value} vs {expected}");
+                for (i, (&g, &e)) in grad.iter().zip(&expected_grad).enumerate() {
+                    assert!(close(g, e), "{kind:?} m={margin} grad[{i}]: {g} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn arc_gradient_is_finite_at_one() {
+        let loss = MarginLoss {
+            kind: LossKind::Arc,
+            scale: 64.0,
+            margin: 0.5,
+            sv_t: 1.2,
+            hard_negatives: 1,
+        };
+        let cos =
+            Tensor::<Inner, 2>::from_floats([[1.0, 0.2], [-1.0000001, 0.3]], &Default::default());
+        let (value, grad) = loss.value_and_grad(cos, &[0, 0]);
+        assert!(value.is_finite());
+        assert!(grad.into_data().into_vec::<f32>().unwrap().iter().all(|g| g.is_finite()));
+    }
+
+    #[test]
+    fn host_top_k_keeps_largest() {
+        assert_eq!(host_top_k(&[0.1, 0.9, 0.3, 0.9, -1.0, 0.5], 3), vec![1, 3, 5]);
+        assert_eq!(host_top_k(&[0.2, 0.1], 2), vec![0, 1]);
+        assert_eq!(host_top_k(&[f32::NEG_INFINITY, 0.0, 0.0], 1), vec![1]);
+    }
+}
