@@ -47,7 +47,7 @@ pub enum DataError {
         missing: PathBuf,
         /// The file that exists.
         present: PathBuf,
-        /// What to do.
+        /// The step that restores the missing file.
         hint: &'static str,
     },
 

@@ -49,10 +49,10 @@ pub struct InspectReport {
 
 /// Opens the data at `path` and summarises it.
 ///
-/// A `.bin` file is read as a validation pack (an empty pack is reported, not rejected), a
-/// `.rec` or `.idx` file as a RecordIO set with its partner file beside it, a folder holding
-/// `train.rec` and `train.idx` as a RecordIO set, and any other folder as an image folder.
-/// Other files are rejected. Only the first image is decoded (its header, for the size).
+/// A `.bin` file is read as a validation pack, and an empty pack is reported, not rejected. A
+/// `.rec` or `.idx` file is read as a RecordIO set with its partner file beside it, and so is a
+/// folder holding `train.rec` and `train.idx`. Any other folder is read as an image folder, and
+/// other files are rejected. Only the first image is decoded (its header, for the size).
 pub fn inspect(path: &Path) -> Result<InspectReport, DataError> {
     const EXPECTED: &str = "a .bin validation pack, a .rec or .idx file, a folder with \
                             train.rec and train.idx, or an image folder";

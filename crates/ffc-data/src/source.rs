@@ -85,11 +85,12 @@ pub(crate) enum DataPath {
     ImageFolder(PathBuf),
 }
 
-/// Names the kind of data at `path`; `expected` lists the accepted kinds for error messages.
+/// Returns the kind of data at `path`. `expected` lists the accepted kinds for error messages.
 ///
-/// A `.rec` file pairs with the `.idx` file of the same name and vice versa (extensions in any
-/// case). A folder pairs `train.rec` with `train.idx`. A missing partner file is an error, so
-/// that a RecordIO folder with a lost index is not read as an image folder.
+/// A `.rec` file pairs with the `.idx` file of the same stem and vice versa, and the extension
+/// of the given file may be in any case. A folder pairs `train.rec` with `train.idx`. A missing
+/// partner file is an error, so that a RecordIO folder with a lost index is not read as an
+/// image folder.
 pub(crate) fn classify_path(path: &Path, expected: &'static str) -> Result<DataPath, DataError> {
     if path.is_dir() {
         return classify_folder(path);

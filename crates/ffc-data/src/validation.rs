@@ -10,8 +10,8 @@
 //! - numpy `uint8` arrays (the output of `cv2.imencode`), whose raw data is taken as the image.
 //!
 //! The pickle parser (serde-pickle 1.2) converts nested values recursively and copies every
-//! memo reference, so a pre-scan rejects pickles that nest too deeply or expand too far before
-//! the parser sees them (see [`crate::pickle_scan`]).
+//! memo reference. A pre-scan in the `pickle_scan` module therefore rejects pickles that nest
+//! too deeply or expand too far before they reach the parser.
 
 use std::path::Path;
 

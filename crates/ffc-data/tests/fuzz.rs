@@ -3,7 +3,9 @@
 //!
 //! Inputs are mutations (bit flips, overwritten words, truncations, deletions, insertions,
 //! splices) of the checked-in fixtures and of shrunken copies of them. The copies cut image bytes
-//! to a few bytes, so that most mutations land in frame headers and pickle opcodes.
+//! to a few bytes, so that most mutations land in frame headers and pickle opcodes. Some pack
+//! inputs also get a run of deeply nesting opcodes, which must be rejected without overflowing
+//! the stack.
 //!
 //! Environment variables:
 //!
@@ -443,10 +445,10 @@ fn shorten(opcode: u8, payload: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Inserts opcodes that nest values up to 20,000 levels deep, which overflow the stack of a
-/// recursive parser: empty lists appended into one another, marks closed by `LIST`, 1-tuples
-/// around `None`, or lists that each hold a memo reference to the previous one. The run goes
-/// right after the protocol header or at a random position.
+/// Inserts opcodes that nest values up to 20,000 levels deep, enough to overflow the stack of a
+/// recursive parser. The run nests empty lists appended into one another, marks closed by
+/// `LIST`, 1-tuples around `None`, or lists that each contain a memo reference to the previous
+/// one. It goes right after the protocol header or at a random position.
 fn insert_nesting(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
     let depth = rng.random_range(200..20_000);
     let mut run = Vec::new();

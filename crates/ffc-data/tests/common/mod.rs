@@ -69,6 +69,11 @@ pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
         .with_ansi(false)
         .without_time()
         .finish();
+    // With a single registered dispatcher, tracing-core 0.1 caches a callsite's interest from
+    // the default of whichever thread reaches the callsite first. A test running on another
+    // thread would then disable the callsite for this one. A second registered dispatcher makes
+    // the cached interest "sometimes", so every event goes to its own thread's subscriber.
+    let _second_dispatcher = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let result = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     (result, text)
