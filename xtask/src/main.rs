@@ -6,10 +6,14 @@
 //!
 //! - `cargo xtask train`: downloads the AT&T/ORL faces if they are not cached yet, builds the
 //!   `ffc` trainer in release mode and trains it on them with `configs/orl.toml`.
+//! - `cargo xtask bench head|lru|pool|train`: runs a benchmark and writes its results into its
+//!   section of `docs/benchmarks.md`.
 //!
 //! Downloads are cached in `$FFC_CACHE_DIR` if set, else `$XDG_CACHE_HOME/ffc`, else
 //! `$HOME/.cache/ffc`.
 
+mod bench;
+mod cargo;
 mod orl;
 mod paths;
 mod train;
@@ -31,12 +35,15 @@ enum Command {
     /// Train ffc on the AT&T/ORL faces, downloading them on first use.
     #[command(after_help = train::AFTER_HELP)]
     Train(train::TrainArgs),
+    /// Run a benchmark and write its results into docs/benchmarks.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");

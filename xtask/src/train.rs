@@ -6,17 +6,15 @@
 //! --set val_folder=<cache>/orl/val`, followed by the caller's `--set` and `--device` options.
 //! Its output streams through, and its exit status becomes ours.
 
-use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, ExitStatus};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
-use serde::Deserialize;
 
 use crate::orl::{self, OrlFolders};
-use crate::paths;
+use crate::{cargo, paths};
 
 /// Help text shown after the options of `cargo xtask train --help`.
 pub(crate) const AFTER_HELP: &str = "\
@@ -56,7 +54,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<ExitCode> {
     let root = paths::workspace_root();
     let cache = paths::cache_dir()?;
     let orl = orl::ensure(&cache)?;
-    let ffc = build_trainer(&root)?;
+    let ffc = cargo::build_release_binary(&root, "ffc-train", "ffc", &[])?;
 
     let ffc_args = trainer_args(&args, &orl)?;
     eprintln!("xtask: running {} {}", ffc.display(), join_for_display(&ffc_args));
@@ -114,54 +112,6 @@ fn join_for_display(args: &[OsString]) -> String {
     args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
 }
 
-/// Runs `cargo build --release -p ffc-train --bin ffc` and returns the path of the executable.
-///
-/// Cargo's JSON messages name the executable, so a custom target folder (`CARGO_TARGET_DIR` or
-/// `build.target-dir`) is found as well as the default `target/release/ffc`.
-fn build_trainer(root: &Path) -> Result<PathBuf> {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let build_args = ["build", "--release", "-p", "ffc-train", "--bin", "ffc"];
-    eprintln!("xtask: cargo {}", build_args.join(" "));
-    let output = Command::new(&cargo)
-        .args(build_args)
-        .arg("--message-format=json-render-diagnostics")
-        .current_dir(root)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("failed to run {}", Path::new(&cargo).display()))?;
-    if !output.status.success() {
-        bail!("`cargo {}` failed with {}", build_args.join(" "), output.status);
-    }
-    find_executable(&String::from_utf8_lossy(&output.stdout), "ffc")
-}
-
-/// The fields of a cargo JSON message that locate a built executable.
-#[derive(Debug, Deserialize)]
-struct CargoMessage {
-    reason: String,
-    target: Option<CargoTarget>,
-    executable: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CargoTarget {
-    name: String,
-    kind: Vec<String>,
-}
-
-/// Returns the executable of binary target `name` from cargo's JSON message lines.
-fn find_executable(messages: &str, name: &str) -> Result<PathBuf> {
-    let found = messages
-        .lines()
-        .filter_map(|line| serde_json::from_str::<CargoMessage>(line).ok())
-        .filter(|m| m.reason == "compiler-artifact")
-        .filter(|m| {
-            m.target.as_ref().is_some_and(|t| t.name == name && t.kind.iter().any(|k| k == "bin"))
-        })
-        .find_map(|m| m.executable);
-    found.with_context(|| format!("cargo reported no executable for the `{name}` binary"))
-}
-
 /// Maps the trainer's exit status to ours. A trainer killed by a signal has no exit code, so
 /// that case becomes a plain failure after a message.
 fn exit_code(status: ExitStatus) -> ExitCode {
@@ -216,7 +166,7 @@ mod tests {
         let argv = strings(&trainer_args(&args, &folders()).unwrap());
 
         assert_eq!(argv[2], "/abs/my.toml");
-        let output = env::current_dir().unwrap().join("runs/a");
+        let output = std::env::current_dir().unwrap().join("runs/a");
         assert_eq!(argv[4], output.to_string_lossy());
         assert_eq!(argv[9..], ["--set", "lr=0.05", "--set", "rec=/other", "--device", "cuda:0"]);
     }
@@ -227,28 +177,6 @@ mod tests {
         assert_eq!(parse_key_value("name="), Ok("name=".to_owned()));
         assert!(parse_key_value("lr").unwrap_err().contains("expected KEY=VALUE"));
         assert!(parse_key_value("=0.05").is_err());
-    }
-
-    #[test]
-    fn executable_found_in_cargo_messages() {
-        let messages = [
-            r#"{"reason":"compiler-artifact","target":{"name":"ffc_train","kind":["lib"]},"#,
-            r#""executable":null}"#,
-            "\nnot json at all\n",
-            r#"{"reason":"compiler-artifact","target":{"name":"ffc","kind":["bin"]},"#,
-            r#""executable":"/t/release/ffc"}"#,
-            "\n",
-            r#"{"reason":"build-finished","success":true}"#,
-        ]
-        .concat();
-        assert_eq!(find_executable(&messages, "ffc").unwrap(), PathBuf::from("/t/release/ffc"));
-    }
-
-    #[test]
-    fn missing_executable_is_an_error() {
-        let messages = r#"{"reason":"build-finished","success":true}"#;
-        let err = find_executable(messages, "ffc").unwrap_err().to_string();
-        assert!(err.contains("no executable for the `ffc` binary"), "{err}");
     }
 
     #[test]
