@@ -4,8 +4,10 @@
 //! The pool is full before timing starts, filled by state import rather than by warm-up passes.
 //! Labels are drawn uniformly from twice the queue size, so about half are hits and half evict.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
-use std::num::NonZeroUsize;
 
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -280,7 +280,7 @@ impl TrainConfig {
         let invalid = |field, value: String, reason: &str| {
             Err(ConfigError::Value { field, value, reason: reason.to_owned() })
         };
-        if self.batch_size < 2 || self.batch_size % 2 != 0 {
+        if self.batch_size < 2 || !self.batch_size.is_multiple_of(2) {
             let reason = "must be an even number of identities, at least 2, because the \
                           instance batch is split into two halves";
             return invalid("batch_size", self.batch_size.to_string(), reason);

@@ -7,9 +7,11 @@
 //! ffc inspect PATH [--json]
 //! ```
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -102,15 +104,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    init_logging();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -118,6 +112,59 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `training.log` of the current training run, once its output folder is known.
+static TRAINING_LOG: OnceLock<Mutex<File>> = OnceLock::new();
+
+/// Writes log lines to [`TRAINING_LOG`] when it is open, and nowhere before.
+struct TrainingLog;
+
+impl Write for TrainingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match TRAINING_LOG.get() {
+            Some(file) => file.lock().unwrap_or_else(|e| e.into_inner()).write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match TRAINING_LOG.get() {
+            Some(file) => file.lock().unwrap_or_else(|e| e.into_inner()).flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Logs to stderr (coloured on a terminal) and, during `ffc train`, to `<output>/training.log`.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let file = tracing_subscriber::fmt::layer()
+        .with_writer(|| TrainingLog)
+        .with_ansi(false)
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(stderr).with(file).init();
+}
+
+/// Opens `<output>/training.log` for appending, so a resumed run continues the same log.
+fn open_training_log(output: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create output folder `{}`", output.display()))?;
+    let path = output.join("training.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    let _ = TRAINING_LOG.set(Mutex::new(file));
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -195,6 +242,10 @@ fn train(
         })
         .context("pass --output DIR")?;
     let options = RunOptions { output: output.clone(), resume };
+    if !device.is_compiled() {
+        bail!(device.not_compiled());
+    }
+    open_training_log(&output)?;
     info!(device = %device, output = %output.display(), "ffc train");
 
     let summary = with_backend!(device, |B, dev| ffc_train::train::<B>(&config, &options, &dev)?);

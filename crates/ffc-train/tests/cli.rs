@@ -66,6 +66,10 @@ fn train_then_eval_a_pack() {
         ffc(&["train", "--config", config.to_str().unwrap(), "--output", output.to_str().unwrap()]);
     assert!(trained.status.success(), "{}", stderr(&trained));
 
+    let log = std::fs::read_to_string(output.join("training.log")).unwrap();
+    assert!(log.contains("Global Step: 2"), "{log}");
+    assert!(!log.contains('\u{1b}'), "training.log holds terminal colour codes");
+
     let pack = fixtures().join("pairs_p4.bin");
     let text =
         ffc(&["eval", "--checkpoint", output.to_str().unwrap(), "--bin", pack.to_str().unwrap()]);
@@ -143,7 +147,7 @@ fn pack_round_trips_through_inspect() {
         std::fs::create_dir_all(folder.join(identity)).unwrap();
         for index in 0..images {
             let pixels: Vec<u8> = (0..16 * 16).map(|p| (p * 7 + index * 31) as u8).collect();
-            let mut pgm = format!("P5\n16 16\n255\n").into_bytes();
+            let mut pgm = b"P5\n16 16\n255\n".to_vec();
             pgm.extend(pixels);
             std::fs::write(folder.join(identity).join(format!("{index}.pgm")), pgm).unwrap();
         }
