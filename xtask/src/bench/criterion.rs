@@ -99,7 +99,7 @@ pub(crate) fn run(suite: Suite, args: &CriterionArgs, page_path: &Path) -> Resul
         Some(home) => PathBuf::from(home),
         None => cargo::target_directory(&root)?.join("criterion"),
     };
-    let mut context = RunContext::start(&root);
+    let mut context = RunContext::start(&root, &[page_path]);
     let started = SystemTime::now();
 
     let argv = bench_argv(suite, args);

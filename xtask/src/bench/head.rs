@@ -175,7 +175,8 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
     }
     let root = paths::workspace_root();
     let bench = cargo::build_release_binary(&root, "ffc-train", "ffc-bench", &[])?;
-    let mut context = RunContext::start(&root);
+    let plot_path = plot_path(page_path);
+    let mut context = RunContext::start(&root, &[page_path, &plot_path]);
 
     let mut commands = Vec::new();
     let mut runner = |argv: Vec<String>| -> Result<String> {
@@ -207,7 +208,7 @@ fn write_outputs(
     context: &RunContext,
     commands: &[String],
 ) -> Result<()> {
-    let plot_path = page_path.parent().unwrap_or(Path::new(".")).join(PLOT_FILE);
+    let plot_path = plot_path(page_path);
     plot::draw_head(&plot_path, results)
         .with_context(|| format!("failed to draw {}", plot_path.display()))?;
     eprintln!("xtask: wrote {}", plot_path.display());
@@ -224,6 +225,11 @@ fn write_outputs(
         eprintln!("xtask: {}", check.line());
     }
     Ok(())
+}
+
+/// Returns the path of the plot, beside the page.
+fn plot_path(page_path: &Path) -> PathBuf {
+    page_path.parent().unwrap_or(Path::new(".")).join(PLOT_FILE)
 }
 
 /// Sorts the identity counts and rejects an empty list, zeros and repeats.

@@ -67,12 +67,13 @@ pub(crate) struct RunContext {
 }
 
 impl RunContext {
-    /// Records the machine, the time, the commit and the load at the start of a run.
-    pub(crate) fn start(root: &Path) -> Self {
+    /// Records the machine, the time, the commit and the load at the start of a run. Changes to
+    /// `outputs`, the files the bench commands write, do not count as uncommitted changes.
+    pub(crate) fn start(root: &Path, outputs: &[&Path]) -> Self {
         Self {
             machine: Machine::detect(),
             started: utc_minutes(SystemTime::now()),
-            commit: commit(root),
+            commit: commit(root, outputs),
             load_at_start: load_average(),
             load_at_end: None,
         }
@@ -124,8 +125,9 @@ pub(crate) fn load_average() -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Returns the short commit id of `HEAD`, marked when the tree differs from it.
-fn commit(root: &Path) -> String {
+/// Returns the short commit id of `HEAD`, marked when the tree differs from it in other files
+/// than `outputs`.
+fn commit(root: &Path, outputs: &[&Path]) -> String {
     let git = |args: &[&str]| -> Option<String> {
         let output = Command::new("git")
             .arg("--no-optional-locks")
@@ -138,9 +140,19 @@ fn commit(root: &Path) -> String {
     let Some(id) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown (git failed)".to_owned();
     };
-    let changed = git(&["status", "--porcelain"]).is_none_or(|status| !status.trim().is_empty());
+    let changed = git(&["status", "--porcelain"])
+        .is_none_or(|status| has_changes_besides(&status, root, outputs));
     let id = id.trim();
     if changed { format!("{id} with uncommitted changes") } else { id.to_owned() }
+}
+
+/// Returns whether `git status --porcelain` output lists a path other than `outputs`. Its
+/// lines are `XY path`, or `XY old -> new` for renames, with paths relative to `root`.
+fn has_changes_besides(status: &str, root: &Path, outputs: &[&Path]) -> bool {
+    status.lines().filter(|line| line.len() > 3).any(|line| {
+        let path = line[3..].rsplit(" -> ").next().unwrap_or_default().trim_matches('"');
+        !outputs.iter().any(|output| root.join(path) == *output)
+    })
 }
 
 /// Formats a time as `YYYY-MM-DD HH:MM UTC`.
@@ -193,6 +205,20 @@ mod tests {
         let text = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
         assert_eq!(pretty_name(text).as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
         assert_eq!(pretty_name("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn output_files_are_not_changes() {
+        let root = Path::new("/repo");
+        let page = Path::new("/repo/docs/benchmarks.md");
+        let plot = Path::new("/repo/docs/bench_head.png");
+        let status = " M docs/benchmarks.md\n?? docs/bench_head.png\n";
+        assert!(!has_changes_besides(status, root, &[page, plot]));
+        assert!(!has_changes_besides("", root, &[page]));
+        assert!(has_changes_besides(status, root, &[page]));
+        assert!(has_changes_besides(" M xtask/src/main.rs\n", root, &[page, plot]));
+        assert!(has_changes_besides("R  a.md -> docs/x.md\n", root, &[page]));
+        assert!(!has_changes_besides("R  a.md -> docs/benchmarks.md\n", root, &[page]));
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(crate) fn run(args: &TrainBenchArgs, page_path: &Path) -> Result<()> {
     let root = paths::workspace_root();
     let features = device_features(&args.device);
     let bench = cargo::build_release_binary(&root, "ffc-train", "ffc-bench", &features)?;
-    let mut context = RunContext::start(&root);
+    let mut context = RunContext::start(&root, &[page_path]);
     let stdout = run_bench(&bench, &bench_argv(args))?;
     context.finish();
 
