@@ -187,7 +187,7 @@ fn top_k_indices<B: Backend>(cos: &Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> 
 
 /// Positions of the k largest values of `row` (the first of equal values wins), in one pass.
 pub(crate) fn host_top_k(row: &[f32], k: usize) -> Vec<usize> {
-    // `best` holds (value, position) sorted by descending value; k is at most 10.
+    // `best` contains (value, position) sorted by descending value, and k is at most 10.
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (position, &value) in row.iter().enumerate() {
         if best.len() == k && value <= best[k - 1].0 {

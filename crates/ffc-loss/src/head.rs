@@ -12,7 +12,7 @@ use ffc_pool::{ClassPool, PassInsertion};
 
 use crate::MarginLoss;
 
-/// What one pass did, for logs and tests.
+/// Record of one pass, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassReport {
     /// Loss of the pass, `loss(C1) + loss(C2)`.

@@ -6,8 +6,8 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-/// Calls `f` with the row-major values of `tensor` when `B` is burn-flex and the tensor holds
-/// f32; returns `None` on every other backend.
+/// Calls `f` with the row-major values of `tensor` when `B` is burn-flex and the tensor is
+/// f32. Returns `None` on every other backend.
 pub(crate) fn with_flex_values<B: Backend, R>(
     tensor: &Tensor<B, 2>,
     f: impl FnOnce(&[f32]) -> R,

@@ -252,7 +252,8 @@ mod tests {
     fn all_pooled_has_no_outlier_term() {
         let am = loss(LossKind::Am, 3);
         let (value, grad) = value_and_grad(&am, [[0.9, 0.1, 0.0], [0.0, 0.8, 0.1]], &[0, 1]);
-        assert!(value > 0.0 && value.is_finite());
+        assert!(value > 0.0, "{value}");
+        assert!(value.is_finite(), "{value}");
         // Softmax gradients sum to zero along every row.
         assert!(grad[..3].iter().sum::<f32>().abs() < 1e-5);
         assert!(grad[3..].iter().sum::<f32>().abs() < 1e-5);

@@ -21,7 +21,7 @@ type B = burn::backend::Flex;
 const FEAT_DIM: usize = 512;
 const GALLERY: usize = 768;
 
-/// A full pool: every slot owns a label, queue values arbitrary but finite.
+/// Builds a full pool: every slot owns a label, and queue values are arbitrary but finite.
 fn full_pool(queue_size: usize) -> ClassPool<B> {
     let state = PoolState {
         queue_size,

@@ -47,7 +47,7 @@ pub enum PoolStateError {
         /// D.
         feat_dim: usize,
     },
-    /// The queue holds a NaN or infinite value.
+    /// The queue contains a NaN or infinite value.
     #[error("pool queue value {index} is not finite ({value})")]
     NonFinite {
         /// Flat index into the queue.
@@ -112,7 +112,7 @@ impl<B: Backend> ClassPool<B> {
         })
     }
 
-    /// Returns the capacity of the pool as the LRU sees it.
+    /// Returns the capacity of the pool, which is the LRU capacity.
     pub fn capacity(&self) -> NonZeroUsize {
         self.lru.capacity()
     }

@@ -60,7 +60,7 @@ pub enum CheckpointError {
     /// File system error.
     #[error("failed to {action} `{path}`")]
     Io {
-        /// What was attempted.
+        /// Attempted action.
         action: &'static str,
         /// The file.
         path: PathBuf,
@@ -71,7 +71,7 @@ pub enum CheckpointError {
     /// A burn recorder failed.
     #[error("failed to {action} `{path}`: {message}")]
     Record {
-        /// What was attempted.
+        /// Attempted action.
         action: &'static str,
         /// The file.
         path: PathBuf,

@@ -55,7 +55,7 @@ pub struct TrainConfig {
     /// Pixel normalisation: "insightface" ((x/255-0.5)/0.5) or "reference" ((x-127.5)/128).
     #[serde(default)]
     pub normalization: Normalization,
-    /// How images of another size reach `input_size`: "resize" or "pad".
+    /// Fitting of images of another size to `input_size`: "resize" or "pad".
     #[serde(default)]
     pub resize: ResizeMode,
     /// Random horizontal flips during training.
@@ -229,7 +229,7 @@ pub enum ConfigError {
     Parse {
         /// The file.
         path: PathBuf,
-        /// What the parser reported, including the key.
+        /// Parser message, including the key.
         message: String,
     },
     /// A `--set` override is not of the form `key=value`.
@@ -242,7 +242,7 @@ pub enum ConfigError {
         field: &'static str,
         /// The value, as written.
         value: String,
-        /// What is wrong and what to use instead.
+        /// Problem with the value and what to use instead.
         reason: String,
     },
 }
@@ -335,7 +335,7 @@ impl TrainConfig {
         self.batch_size + self.batch_size / 2
     }
 
-    /// The backbone this config describes.
+    /// Returns the backbone this config describes.
     pub fn backbone(&self) -> ffc_model::BackboneConfig {
         let mut backbone = ffc_model::BackboneConfig::new(self.network)
             .with_embedding_size(self.embedding_size)
@@ -347,7 +347,7 @@ impl TrainConfig {
         backbone
     }
 
-    /// The image decoding settings of training and evaluation.
+    /// Returns the image decoding settings of training and evaluation.
     pub fn preprocess(&self) -> ffc_data::Preprocess {
         ffc_data::Preprocess {
             height: self.input_size[0],
@@ -358,7 +358,7 @@ impl TrainConfig {
         }
     }
 
-    /// The margin loss over the pool.
+    /// Returns the margin loss over the pool.
     pub fn margin_loss(&self) -> ffc_loss::MarginLoss {
         ffc_loss::MarginLoss {
             kind: self.loss_type,

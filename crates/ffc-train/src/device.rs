@@ -47,7 +47,7 @@ impl fmt::Display for DeviceSpec {
 }
 
 impl DeviceSpec {
-    /// The cargo feature that compiles this device's backend in.
+    /// Returns the cargo feature that compiles this device's backend in.
     pub fn feature(self) -> &'static str {
         match self {
             Self::Cpu => "flex",
@@ -56,7 +56,7 @@ impl DeviceSpec {
         }
     }
 
-    /// Whether this binary was built with the device's backend.
+    /// Returns whether this binary was built with the device's backend.
     pub fn is_compiled(self) -> bool {
         match self {
             Self::Cpu => cfg!(feature = "flex"),
@@ -65,7 +65,7 @@ impl DeviceSpec {
         }
     }
 
-    /// An error for a device that was not compiled in, saying how to build it.
+    /// Returns the error for a device that was not compiled in, with the build command.
     pub fn not_compiled(self) -> String {
         format!(
             "device `{self}` is not compiled into this binary; rebuild with \

@@ -17,7 +17,7 @@ use serde::Serialize;
 /// Folds of the verification protocol.
 pub const FOLDS: usize = 10;
 
-/// Where the images of a validation set come from.
+/// Image source of a validation set.
 enum Images {
     Folder(Arc<dyn FaceSource>),
     Pack(ValidationPack),

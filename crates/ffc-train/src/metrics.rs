@@ -141,7 +141,7 @@ impl Metrics {
         Ok(())
     }
 
-    /// The rows so far.
+    /// Returns the rows so far.
     pub fn rows(&self) -> &[MetricRow] {
         &self.rows
     }

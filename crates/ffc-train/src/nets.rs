@@ -144,12 +144,12 @@ impl<B: AutodiffBackend> FfcState<B> {
         })
     }
 
-    /// The probe network for evaluation: inner backend, running batch-norm statistics.
+    /// Returns the probe network for evaluation: inner backend, running batch-norm statistics.
     pub fn eval_net(&self) -> Backbone<B::InnerBackend> {
         self.probe.valid()
     }
 
-    /// The device everything lives on.
+    /// Returns the device of the networks and the pool.
     pub fn device(&self) -> &B::Device {
         &self.device
     }

@@ -27,7 +27,7 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
 }
 
-/// What a finished run reports.
+/// Report of a finished run.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     /// Steps completed in total, including those before a resume.
@@ -40,7 +40,7 @@ pub struct RunSummary {
     pub baseline: Option<SetResult>,
 }
 
-/// Trains FFC as `config` says, writing everything into `options.output`.
+/// Trains FFC with `config`, writing everything into `options.output`.
 pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     options: &RunOptions,
@@ -229,7 +229,7 @@ fn changed_setting(saved: &TrainConfig, config: &TrainConfig) -> Option<&'static
     .find_map(|(key, differs)| differs.then_some(key))
 }
 
-/// Rejects a new run in an output folder that holds another run's checkpoints.
+/// Rejects a new run in an output folder that contains another run's checkpoints.
 fn check_output(options: &RunOptions) -> anyhow::Result<()> {
     let existing = checkpoint::steps(&options.output);
     if let (None, Some(last)) = (&options.resume, existing.last()) {
@@ -311,7 +311,7 @@ fn evaluate<B: AutodiffBackend>(
     Ok(results)
 }
 
-/// The evaluation rows logged at `step`, when the last step was just evaluated.
+/// Returns the evaluation rows logged at `step`, when the last step was just evaluated.
 fn final_results(metrics: &Metrics, step: usize, sets: &[ValidationSet]) -> Vec<SetResult> {
     metrics
         .rows()

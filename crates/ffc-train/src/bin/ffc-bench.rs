@@ -148,7 +148,7 @@ fn step_labels(rng: &mut ChaCha8Rng, ids: usize, per_pass: usize) -> (Vec<u64>, 
     (x, y)
 }
 
-/// A pool holding min(N, Q) random identities, as after a long run.
+/// Builds a pool containing min(N, Q) random identities, as after a long run.
 fn filled_pool(sizes: &Sizes, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<Inner>> {
     let q = sizes.queue_size;
     let held = sizes.ids.min(q);
@@ -202,7 +202,8 @@ fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
             step_ms.push(elapsed);
             matmul_ms.push(products_elapsed);
         }
-        assert!(checksum.is_finite() && products.is_finite(), "non-finite result at step {step}");
+        assert!(checksum.is_finite(), "non-finite gradient at step {step}");
+        assert!(products.is_finite(), "non-finite matrix products at step {step}");
     }
     let pool_ms = time_pool_update(&mut pool, sizes, &mut rng);
     println!(
@@ -289,7 +290,7 @@ fn fc_head(sizes: &Sizes) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One full-classifier step: cosine logits against the row-normalised weight, margin loss,
+/// Runs one full-classifier step: cosine logits against the row-normalised weight, margin loss,
 /// backward, and SGD with momentum 0.9 (lr 0.1) on the weight.
 fn fc_step(
     weight: Tensor<Inner, 2>,
