@@ -28,27 +28,60 @@ impl MarginLoss {
         cos_theta: Tensor<B, 2>,
         labels: &[i64],
     ) -> (f32, Tensor<B, 2>) {
+        let terms = self.loss_terms(cos_theta, labels, self.hard_negatives, &[]);
+        (terms.loss, terms.grad)
+    }
+
+    /// [`value_and_grad`](Self::value_and_grad), keeping the per-row values that the second
+    /// cosine matrix of a pass is scored from (see `crate::hits`).
+    ///
+    /// `top` (at least k) is how many of the largest cosines of every outlier row to return;
+    /// the loss uses the first k of them. `hits` are the slots whose columns C2 changes.
+    ///
+    /// # Shapes
+    /// As [`value_and_grad`](Self::value_and_grad).
+    pub(crate) fn loss_terms<B: Backend>(
+        &self,
+        cos_theta: Tensor<B, 2>,
+        labels: &[i64],
+        top: usize,
+        hits: &[usize],
+    ) -> LossTerms<B> {
         let [batch_size, n_slots] = cos_theta.dims();
         self.check(batch_size, n_slots, labels);
+        debug_assert!(top >= self.hard_negatives && top <= n_slots, "top {top} out of range");
         let device = cos_theta.device();
         let (pooled, targets, outliers) = split_rows(labels);
 
-        let mut loss = 0.0;
-        let mut grad = Tensor::<B, 2>::zeros([batch_size, n_slots], &device);
+        let mut terms = LossTerms {
+            loss: 0.0,
+            grad: Tensor::<B, 2>::zeros([batch_size, n_slots], &device),
+            pooled: None,
+            outliers: None,
+        };
         if !pooled.is_empty() {
             let rows = int_tensor::<B>(&pooled, &device);
-            let (value, rows_grad) =
-                self.classification_grad(cos_theta.clone().select(0, rows.clone()), &targets);
-            loss += value;
-            grad = grad.select_assign(0, rows, rows_grad, Add);
+            let cos = cos_theta.clone().select(0, rows.clone());
+            let stats = self.classification_grad(cos, &targets, hits);
+            terms.loss += stats.loss;
+            terms.grad = terms.grad.select_assign(0, rows, stats.grad, Add);
+            terms.pooled = Some(PooledTerms {
+                log_sum_exp: stats.log_sum_exp,
+                target_cos: stats.target_cos,
+                outside_mass: stats.outside_mass,
+            });
         }
         if !outliers.is_empty() {
             let rows = int_tensor::<B>(&outliers, &device);
-            let (value, rows_grad) = self.outlier_grad(cos_theta.select(0, rows.clone()));
-            loss += value;
-            grad = grad.select_assign(0, rows, rows_grad, Add);
+            let cos = cos_theta.select(0, rows.clone());
+            let index = top_k_indices(&cos, top); // [outliers, top], descending
+            let values = cos.clone().gather(1, index.clone());
+            let (value, rows_grad) = self.outlier_grad(&cos, index.clone(), values.clone());
+            terms.loss += value;
+            terms.grad = terms.grad.select_assign(0, rows, rows_grad, Add);
+            terms.outliers = Some((index, values));
         }
-        (loss, grad)
+        terms
     }
 
     /// Mean cross-entropy of the margin logits and its gradient, for pooled rows.
@@ -56,16 +89,20 @@ impl MarginLoss {
     /// With z the scaled logits and p = softmax(z), dL/dz = (p - onehot) / rows; each logit's
     /// derivative with respect to its cosine is s, s t for SV's re-weighted negatives, and s
     /// times the target function's slope for the target.
+    ///
+    /// With `hits` not empty, it also returns each row's softmax mass outside those columns.
     fn classification_grad<B: Backend>(
         &self,
         cos: Tensor<B, 2>,
         targets: &[i64],
-    ) -> (f32, Tensor<B, 2>) {
+        hits: &[usize],
+    ) -> PooledStats<B> {
         let [rows, _] = cos.dims();
         let device = cos.device();
         let index = int_tensor::<B>(targets, &device).reshape([rows, 1]);
         let target_cos = cos.clone().gather(1, index.clone()); // [rows, 1]
         let (target_logit, target_slope) = self.target(target_cos.clone());
+        let kept_target_cos = target_cos.clone();
 
         // SV re-weights the cosines above g - m, the target among them; the scatter below
         // replaces the target entry either way.
@@ -85,7 +122,10 @@ impl MarginLoss {
         let shifted_exp = (logits - max.clone()).exp(); // [rows, n_slots]
         let sum = shifted_exp.clone().sum_dim(1); // [rows, 1]
         let log_sum_exp = sum.clone().log() + max;
-        let loss = (log_sum_exp - target_logit * self.scale).mean().into_scalar().elem::<f32>();
+        let loss =
+            (log_sum_exp.clone() - target_logit * self.scale).mean().into_scalar().elem::<f32>();
+
+        let outside_mass = (!hits.is_empty()).then(|| outside_mass(&shifted_exp, &sum, hits));
 
         let scale = self.scale / rows as f32;
         let mut grad = shifted_exp / sum * scale; // (p / rows) s, for every entry
@@ -100,7 +140,13 @@ impl MarginLoss {
         };
         let target_grad = (p_target - scale) * target_slope;
         let current = grad.clone().gather(1, index.clone());
-        (loss, grad.scatter(1, index, target_grad - current, Add))
+        PooledStats {
+            loss,
+            grad: grad.scatter(1, index, target_grad - current, Add),
+            log_sum_exp,
+            target_cos: kept_target_cos,
+            outside_mass,
+        }
     }
 
     /// Undoes the SV weight t that [`classification_grad`](Self::classification_grad) applied
@@ -133,11 +179,21 @@ impl MarginLoss {
 
     /// Mean of `max(0, c)` over the k largest cosines of every outlier row, and its gradient:
     /// `1 / (rows k)` on each selected positive cosine, 0 elsewhere.
-    fn outlier_grad<B: Backend>(&self, cos: Tensor<B, 2>) -> (f32, Tensor<B, 2>) {
+    ///
+    /// # Shapes
+    /// - `cos`: `[rows, n_slots]`
+    /// - `index`, `values`: `[rows, top]`, the largest cosines of each row in descending order;
+    ///   the first k are used
+    fn outlier_grad<B: Backend>(
+        &self,
+        cos: &Tensor<B, 2>,
+        index: Tensor<B, 2, Int>,
+        values: Tensor<B, 2>,
+    ) -> (f32, Tensor<B, 2>) {
         let [rows, n_slots] = cos.dims();
         let k = self.hard_negatives;
-        let index = top_k_indices(&cos, k); // [rows, k]
-        let values = cos.clone().gather(1, index.clone());
+        let index = index.narrow(1, 0, k);
+        let values = values.narrow(1, 0, k);
         let count = (rows * k) as f32;
         let loss = relu(values.clone()).sum().into_scalar().elem::<f32>() / count;
         let weight = values.greater_elem(0.0).float() / count;
@@ -145,6 +201,38 @@ impl MarginLoss {
             Tensor::<B, 2>::zeros([rows, n_slots], &cos.device()).scatter(1, index, weight, Add);
         (loss, grad)
     }
+}
+
+/// The loss of one cosine matrix, its gradient, and the per-row values behind them.
+pub(crate) struct LossTerms<B: Backend> {
+    /// The loss, as [`MarginLoss::value_and_grad`] returns it.
+    pub loss: f32,
+    /// `dL/d cos_theta`, `[batch_size, n_slots]`.
+    pub grad: Tensor<B, 2>,
+    /// Values of the pooled rows, when there are any.
+    pub pooled: Option<PooledTerms<B>>,
+    /// For the outlier rows in row order: the columns and values of the largest cosines, in
+    /// descending order, both `[outliers, top]`.
+    pub outliers: Option<(Tensor<B, 2, Int>, Tensor<B, 2>)>,
+}
+
+/// Per-row values of the pooled rows, in row order, each `[pooled, 1]`.
+pub(crate) struct PooledTerms<B: Backend> {
+    /// Log-sum-exp of the scaled margin logits.
+    pub log_sum_exp: Tensor<B, 2>,
+    /// Target cosine.
+    pub target_cos: Tensor<B, 2>,
+    /// Softmax mass outside the hit columns, when hits were given.
+    pub outside_mass: Option<Vec<f32>>,
+}
+
+/// Results of [`MarginLoss::classification_grad`] for the pooled rows.
+struct PooledStats<B: Backend> {
+    loss: f32,
+    grad: Tensor<B, 2>,
+    log_sum_exp: Tensor<B, 2>,
+    target_cos: Tensor<B, 2>,
+    outside_mass: Option<Vec<f32>>,
 }
 
 /// Splits labels into pooled rows with their slots, and outlier rows.
@@ -163,7 +251,7 @@ fn split_rows(labels: &[i64]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     (pooled, targets, outliers)
 }
 
-/// Indices of the k largest entries of every row, `[rows, k]`, in no particular order.
+/// Indices of the k largest entries of every row, `[rows, k]`, in descending order of value.
 ///
 /// On the CPU backend one pass over each row keeps the k best in a small buffer. Elsewhere it
 /// uses burn's `topk_with_indices`, which sorts each row on the device.
@@ -198,6 +286,48 @@ pub(crate) fn host_top_k(row: &[f32], k: usize) -> Vec<usize> {
         best.truncate(k);
     }
     best.into_iter().map(|(_, position)| position).collect()
+}
+
+/// Returns each row's softmax mass outside the `hits` columns, from the row's exponentials
+/// `[rows, n_slots]` and their sums `[rows, 1]`.
+///
+/// One minus the hit mass is cheap but cancels when the hits carry most of a row's mass, so such
+/// rows are summed again without the hit columns.
+fn outside_mass<B: Backend>(
+    shifted_exp: &Tensor<B, 2>,
+    sum: &Tensor<B, 2>,
+    hits: &[usize],
+) -> Vec<f32> {
+    let [_, n_slots] = shifted_exp.dims();
+    let device = shifted_exp.device();
+    let hit_index: Vec<i64> = hits.iter().map(|&slot| slot as i64).collect();
+    let hit_mass = shifted_exp.clone().select(1, int_tensor::<B>(&hit_index, &device)).sum_dim(1);
+    let hit_share = (hit_mass / sum.clone()).into_data().convert::<f32>();
+    let hit_share = hit_share.into_vec::<f32>().expect("f32 data after convert");
+
+    let mut outside: Vec<f32> = hit_share.iter().map(|share| 1.0 - share).collect();
+    let dominated: Vec<i64> =
+        (0..outside.len() as i64).filter(|&row| hit_share[row as usize] > 0.5).collect();
+    if !dominated.is_empty() {
+        let rows = int_tensor::<B>(&dominated, &device);
+        let mask = outside_mask::<B>(n_slots, hits, &device);
+        let exact =
+            shifted_exp.clone().select(0, rows.clone()).matmul(mask) / sum.clone().select(0, rows);
+        let exact = exact.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+        for (&row, value) in dominated.iter().zip(exact) {
+            outside[row as usize] = value;
+        }
+    }
+    outside
+}
+
+/// Returns a `[n_slots, 1]` column of ones with zeros at `hits`.
+fn outside_mask<B: Backend>(n_slots: usize, hits: &[usize], device: &B::Device) -> Tensor<B, 2> {
+    let mut mask = vec![1.0f32; n_slots];
+    for &slot in hits {
+        mask[slot] = 0.0;
+    }
+    Tensor::from_data(TensorData::new(mask, [n_slots, 1]), device)
 }
 
 fn int_tensor<B: Backend>(values: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {

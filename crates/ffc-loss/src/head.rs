@@ -3,14 +3,16 @@
 //! Pass A inserts the gallery features of view y, scores the probe features of view x against
 //! the pool and is rolled back; pass B inserts view x for good and scores view y. Each pass
 //! scores two cosine matrices: C1 against queue row 0 of every slot, and C2, where slots hit in
-//! the pass use row 1 instead. C2 differs from C1 only in the hit columns, so it is built from
-//! C1 plus a product over those columns, and only one full `[batch, Q]` product runs per pass.
+//! the pass use row 1 instead. C2 differs from C1 only in the hit columns, so one full
+//! `[batch, Q]` product and one dense loss pass run per pass: C2's loss and gradient come from
+//! C1's per-row values and the hit columns (see `crate::hits`).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use ffc_pool::{ClassPool, PassInsertion};
 
-use crate::MarginLoss;
+use crate::hits::FirstMatrix;
+use crate::{LossKind, MarginLoss};
 
 /// Record of one pass, for logs and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,20 +134,117 @@ fn score<B: Backend>(
     hit_slots: &[usize],
     probe_slots: &[i64],
 ) -> (f32, Tensor<B, 2>) {
-    let row0 = pool.row0(); // [Q, D]
-    let c1 = probe.clone().matmul(row0.clone().transpose()); // [n, Q]
-
     if hit_slots.is_empty() {
         // C2 equals C1, so the pass loss is twice loss(C1).
+        let row0 = pool.row0(); // [Q, D]
+        let c1 = probe.matmul(row0.clone().transpose()); // [n, Q]
         let (value, grad) = loss.value_and_grad(c1, probe_slots);
         return (2.0 * value, grad.matmul(row0) * 2.0);
     }
+    match loss.kind {
+        LossKind::Am | LossKind::Arc => score_from_c1(pool, loss, probe, hit_slots, probe_slots),
+        LossKind::Sv => score_dense(pool, loss, probe, hit_slots, probe_slots),
+    }
+}
 
+/// [`score`] for a pass with hits, scoring C2 from C1's per-row values and the hit columns
+/// (see `crate::hits`): one `[n, Q]` product and one dense loss pass.
+///
+/// # Shapes
+/// - `probe`: `[n, D]`; returned gradient: `[n, D]`
+fn score_from_c1<B: Backend>(
+    pool: &ClassPool<B>,
+    loss: &MarginLoss,
+    probe: Tensor<B, 2>,
+    hit_slots: &[usize],
+    probe_slots: &[i64],
+) -> (f32, Tensor<B, 2>) {
+    let [n, _] = probe.dims();
+    let h = hit_slots.len();
     let device = probe.device();
-    let hits = Tensor::<B, 1, Int>::from_data(
-        TensorData::new(hit_slots.iter().map(|&s| s as i64).collect(), [hit_slots.len()]),
-        &device,
-    );
+    let row0 = pool.row0(); // [Q, D]
+    let c1 = probe.clone().matmul(row0.clone().transpose()); // [n, Q]
+
+    // Stage 1: the hit columns of both matrices.
+    let hits = int_tensor::<B>(hit_slots.iter().map(|&s| s as i64).collect(), &device);
+    let row_delta = pool.rows_of(1, hit_slots) - pool.rows_of(0, hit_slots); // [h, D]
+    let c2_hits = c1.clone().select(1, hits) + probe.matmul(row_delta.clone().transpose()); // [n, h]
+
+    // Stage 2: C1's loss and gradient, keeping what C2 is scored from.
+    let top = (loss.hard_negatives + h).min(pool.queue_size());
+    let terms = loss.loss_terms(c1, probe_slots, top, hit_slots);
+    let (log_sum_exp, target_cos, outside_mass) = match terms.pooled {
+        Some(pooled) => (
+            host_values(pooled.log_sum_exp),
+            host_values(pooled.target_cos),
+            pooled.outside_mass.expect("hits were given"),
+        ),
+        None => (Vec::new(), Vec::new(), Vec::new()),
+    };
+    let (top_columns, top_values) = match terms.outliers {
+        Some((columns, values)) => (host_ints(columns), host_values(values)),
+        None => (Vec::new(), Vec::new()),
+    };
+    let c2_hits = host_values(c2_hits);
+
+    // Stage 3: C2 on the host.
+    let second = loss.second_matrix(&FirstMatrix {
+        labels: probe_slots,
+        hits: hit_slots,
+        c2_hits: &c2_hits,
+        log_sum_exp: &log_sum_exp,
+        target_cos: &target_cos,
+        outside_mass: &outside_mass,
+        top_columns: &top_columns,
+        top_values: &top_values,
+        top,
+    });
+
+    // Stage 4: dL/dP = diag(1 + r) T W0 + G2[:, hits] (W1 - W0)[hits], where T is G1 with the
+    // entries of each row's M set to (G1 + G2) / (1 + r). The entries are overwritten rather
+    // than corrected by adding, because a large r would amplify rounding in G1.
+    let width = second.columns.len();
+    let columns = int_tensor::<B>(second.columns.iter().map(|&s| s as i64).collect(), &device);
+    let grad1_columns = host_values(terms.grad.clone().select(1, columns)); // [n, width]
+    let mut pairs = Vec::new();
+    let mut pair_values = Vec::new();
+    for (at, (&grad2, &member)) in second.grad.iter().zip(&second.member).enumerate() {
+        if member > 0.0 {
+            let row = at / width;
+            pairs.extend([row as i64, second.columns[at % width] as i64]);
+            pair_values.push((grad1_columns[at] + grad2) / (1.0 + second.rescale[row]));
+        }
+    }
+    let mut total = terms.grad; // [n, Q]
+    if !pair_values.is_empty() {
+        let count = pair_values.len();
+        let pairs = Tensor::<B, 2, Int>::from_data(TensorData::new(pairs, [count, 2]), &device);
+        let values = Tensor::<B, 1>::from_data(TensorData::new(pair_values, [count]), &device);
+        total = total.scatter_nd(pairs, values, IndexingUpdateOp::Assign);
+    }
+    let factor =
+        float_tensor::<B>(second.rescale.iter().map(|r| 1.0 + r).collect(), [n, 1], &device);
+    let hit_grad = float_tensor::<B>(second.hit_grad, [n, h], &device);
+    let grad_probe = total.matmul(row0) * factor + hit_grad.matmul(row_delta);
+    (terms.loss + second.loss, grad_probe)
+}
+
+/// [`score`] for a pass with hits, building C2 in full. SV takes this path: its re-weighting
+/// depends on each row's target cosine, which a hit changes.
+///
+/// # Shapes
+/// - `probe`: `[n, D]`; returned gradient: `[n, D]`
+fn score_dense<B: Backend>(
+    pool: &ClassPool<B>,
+    loss: &MarginLoss,
+    probe: Tensor<B, 2>,
+    hit_slots: &[usize],
+    probe_slots: &[i64],
+) -> (f32, Tensor<B, 2>) {
+    let device = probe.device();
+    let row0 = pool.row0(); // [Q, D]
+    let c1 = probe.clone().matmul(row0.clone().transpose()); // [n, Q]
+    let hits = int_tensor::<B>(hit_slots.iter().map(|&s| s as i64).collect(), &device);
     let row_delta = pool.rows_of(1, hit_slots) - pool.rows_of(0, hit_slots); // [h, D]
     let column_delta = probe.matmul(row_delta.clone().transpose()); // [n, h]
     let c2 = c1.clone().select_assign(1, hits.clone(), column_delta, IndexingUpdateOp::Add);
@@ -155,4 +254,198 @@ fn score<B: Backend>(
     // dL/dP = dC1 W0 + dC2 W~, with W~ = W0 except the hit rows, which are W0 + row_delta.
     let grad_probe = (grad1 + grad2.clone()).matmul(row0) + grad2.select(1, hits).matmul(row_delta);
     (value1 + value2, grad_probe)
+}
+
+fn int_tensor<B: Backend>(values: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), device)
+}
+
+fn float_tensor<B: Backend>(
+    values: Vec<f32>,
+    shape: [usize; 2],
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn host_values<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().into_vec().expect("f32 data after convert")
+}
+
+fn host_ints<B: Backend>(tensor: Tensor<B, 2, Int>) -> Vec<i64> {
+    tensor.into_data().convert::<i64>().into_vec().expect("i64 data after convert")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use ffc_pool::PoolConfig;
+
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    /// Deterministic unit-norm features: a 64-bit LCG, centred, then L2-normalised per row.
+    fn features(rows: usize, dim: usize, seed: u64) -> Tensor<B, 2> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut values = Vec::with_capacity(rows * dim);
+        for _ in 0..rows * dim {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            values.push((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
+        }
+        for row in values.chunks_mut(dim) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        Tensor::from_data(TensorData::new(values, [rows, dim]), &Default::default())
+    }
+
+    /// Builds a pool of `queue` slots after one kept pass over labels `0..filled`.
+    fn pool(queue: usize, dim: usize, filled: u64) -> ClassPool<B> {
+        let config = PoolConfig::new(NonZeroUsize::new(queue).unwrap(), dim);
+        let device = Default::default();
+        // The random vectors of untaken slots come from the backend generator.
+        B::seed(&device, 17);
+        let mut pool = ClassPool::<B>::new(&config, &device);
+        let labels: Vec<u64> = (0..filled).collect();
+        pool.insert(&labels, features(filled as usize, dim, 7));
+        pool
+    }
+
+    /// Runs one journaled pass and scores it both ways.
+    fn both_ways(
+        pool: &mut ClassPool<B>,
+        loss: &MarginLoss,
+        gallery_labels: &[u64],
+        probe_labels: &[u64],
+        probe: Tensor<B, 2>,
+    ) -> ((f32, Vec<f32>), (f32, Vec<f32>)) {
+        let dim = pool.feat_dim();
+        let gallery = features(gallery_labels.len(), dim, 11);
+        let (insertion, journal) = pool.insert_journaled(gallery_labels, gallery);
+        assert!(!insertion.hit_slots.is_empty(), "the pass must hit");
+        let slots = pool.probe_slots(probe_labels);
+        let run = |f: fn(&ClassPool<B>, &MarginLoss, Tensor<B, 2>, &[usize], &[i64]) -> _| {
+            let (value, grad): (f32, Tensor<B, 2>) =
+                f(pool, loss, probe.clone(), &insertion.hit_slots, &slots);
+            (value, grad.into_data().into_vec::<f32>().unwrap())
+        };
+        let result = (run(score_from_c1), run(score_dense));
+        pool.rollback(journal);
+        result
+    }
+
+    fn assert_close(
+        label: &str,
+        (value, grad): &(f32, Vec<f32>),
+        (dense, dense_grad): &(f32, Vec<f32>),
+    ) {
+        assert!(
+            (value - dense).abs() <= 1e-4 * dense.abs().max(1.0),
+            "{label}: loss {value} vs dense {dense}"
+        );
+        let largest = dense_grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        for (i, (g, d)) in grad.iter().zip(dense_grad).enumerate() {
+            assert!((g - d).abs() <= 1e-4 * largest + 1e-7, "{label}: grad[{i}] {g} vs dense {d}");
+        }
+    }
+
+    fn losses() -> Vec<MarginLoss> {
+        let mut all = Vec::new();
+        for (kind, scale, margin) in
+            [(LossKind::Am, 32.0, 0.35), (LossKind::Am, 64.0, 0.0), (LossKind::Arc, 64.0, 0.5)]
+        {
+            all.push(MarginLoss { kind, scale, margin, sv_t: 1.2, hard_negatives: 3 });
+        }
+        all
+    }
+
+    /// A pool and a pass to score: the pool is filled with labels `0..filled`, then the pass
+    /// inserts `gallery` and scores `probes` whose features are `features(probes.len(), dim,
+    /// probe_seed)`.
+    struct Case<'a> {
+        name: &'a str,
+        queue: usize,
+        dim: usize,
+        filled: u64,
+        gallery: &'a [u64],
+        probes: &'a [u64],
+        probe_seed: u64,
+    }
+
+    fn check(case: &Case<'_>) {
+        for loss in losses() {
+            let mut pool = pool(case.queue, case.dim, case.filled);
+            let probe = features(case.probes.len(), case.dim, case.probe_seed);
+            let (fast, dense) = both_ways(&mut pool, &loss, case.gallery, case.probes, probe);
+            assert_close(&format!("{} {loss:?}", case.name), &fast, &dense);
+        }
+    }
+
+    #[test]
+    fn c2_matches_dense_mixed_rows() {
+        // Labels 0..40 pooled. The gallery hits 0..12 (twice for 3) and adds 50..54; probes:
+        // targets hit (2, 5), pooled but not hit (20, 33), newly pooled (51), outliers (90, 91).
+        let gallery: Vec<u64> = (0..12).chain([3, 50, 51, 52, 53]).collect();
+        let probes = [2, 5, 20, 33, 51, 90, 91, 5];
+        check(&Case {
+            name: "mixed",
+            queue: 64,
+            dim: 16,
+            filled: 40,
+            gallery: &gallery,
+            probes: &probes,
+            probe_seed: 3,
+        });
+    }
+
+    #[test]
+    fn c2_matches_dense_peaked_rows() {
+        // Probes equal to their row-0 features: in C1 the target has almost all of each row's
+        // softmax mass, so the mass left after removing the hit terms cancels to nearly 0.
+        let labels: Vec<u64> = (0..8).collect();
+        check(&Case {
+            name: "peaked",
+            queue: 24,
+            dim: 8,
+            filled: 8,
+            gallery: &labels,
+            probes: &labels,
+            probe_seed: 7,
+        });
+    }
+
+    #[test]
+    fn c2_matches_dense_dominant_negative() {
+        // Each probe equals the row-0 feature of another hit slot: in C1 a negative has almost
+        // all of the mass, C2's sum is far smaller, and r is large.
+        let labels: Vec<u64> = (0..8).collect();
+        let shifted: Vec<u64> = (0..8).map(|label| (label + 1) % 8).collect();
+        check(&Case {
+            name: "negative",
+            queue: 24,
+            dim: 8,
+            filled: 8,
+            gallery: &labels,
+            probes: &shifted,
+            probe_seed: 7,
+        });
+    }
+
+    #[test]
+    fn c2_matches_dense_full_queue() {
+        // Every slot is hit, so an outlier's top k + h reaches the whole queue.
+        let labels: Vec<u64> = (0..6).collect();
+        check(&Case {
+            name: "full",
+            queue: 6,
+            dim: 8,
+            filled: 6,
+            gallery: &labels,
+            probes: &[1, 70, 71, 4],
+            probe_seed: 5,
+        });
+    }
 }

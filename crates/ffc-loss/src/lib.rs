@@ -3,7 +3,7 @@
 //!
 //! [`MarginLoss`] works on any burn backend and is differentiable through autodiff. The step
 //! ([`ffc_step`]) runs on plain (inner-backend) tensors: it forms the cosine matrices from the
-//! pool, takes the loss gradient with respect to them through autodiff, and returns the gradient
+//! pool, takes the loss gradient with respect to them in closed form, and returns the gradient
 //! with respect to the probe features directly, `dL/dP = dC1 W0 + dC2 W~`. The queue therefore
 //! never enters the autodiff graph, so writing the pool after a pass never copies it. The trainer
 //! feeds that gradient back into its network graph (see [`ffc_step`]).
@@ -23,6 +23,7 @@
 
 mod analytic;
 mod head;
+mod hits;
 #[cfg(feature = "flex")]
 mod host;
 mod margin;
