@@ -29,6 +29,7 @@
 //! RecordIO files are memory-mapped: they must not be truncated or rewritten while a reader
 //! has them open.
 
+mod augment;
 mod error;
 mod folder;
 mod inspect;
@@ -42,6 +43,7 @@ mod sampling;
 mod source;
 mod validation;
 
+pub use augment::Augment;
 pub use error::{DataError, ImageFailure};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use inspect::{InspectReport, SourceKind, inspect};

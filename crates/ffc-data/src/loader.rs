@@ -28,6 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Augment;
 use crate::sampling::{BatchPlan, Planner, Slot, Stream, stream_rng};
 use crate::{DataError, FaceSource, Preprocess};
 
@@ -38,7 +39,7 @@ const LOGGED_SKIPS: usize = 10;
 const MAX_SUBSTITUTES: usize = 16;
 
 /// Settings of the [`DualLoader`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoaderConfig {
     /// Identities per step, which is also the instance images per step. Must be even.
     pub batch_size: usize,
@@ -48,11 +49,8 @@ pub struct LoaderConfig {
     pub workers: usize,
     /// Maximum number of batches planned or decoded ahead of the consumer (at least 1).
     pub prefetch: usize,
-    /// Mirror each image left-right with probability 0.5.
-    pub flip: bool,
-    /// Shift each image by a random whole number of pixels in `[-max_shift, max_shift]` along
-    /// each axis, repeating the edge pixels; 0 turns the augmentation off.
-    pub max_shift: usize,
+    /// Random flips, shifts, zooms, rotations and tone changes of the training images.
+    pub augment: Augment,
     /// Replace unreadable or undecodable images instead of failing the batch. The replacement
     /// is another image of the same identity when it has one, otherwise a random image whose
     /// label the row then takes, so an identity-part row of `x` may then differ in identity
@@ -67,8 +65,7 @@ impl Default for LoaderConfig {
             seed: 0,
             workers: 4,
             prefetch: 4,
-            flip: true,
-            max_shift: 0,
+            augment: Augment { flip: true, ..Augment::default() },
             skip_bad_images: false,
         }
     }
@@ -139,8 +136,7 @@ impl DualLoader {
             Arc::clone(&source),
             config.batch_size,
             config.seed,
-            config.flip,
-            config.max_shift,
+            config.augment,
             start,
         );
         let steps_per_epoch = planner.steps_per_epoch();
@@ -216,6 +212,9 @@ fn validate(
 ) -> Result<(), DataError> {
     let batch_size = config.batch_size;
     let config_error = |reason: String| Err(DataError::Config { reason });
+    if let Err(reason) = config.augment.validate() {
+        return config_error(reason);
+    }
     if batch_size == 0 || batch_size % 2 == 1 {
         return config_error(format!(
             "batch_size {batch_size} must be even and positive, because each step splits the \
@@ -339,9 +338,9 @@ impl Decoder {
     ) -> Result<(usize, usize), DataError> {
         let mut image = slot.image;
         for skipped in 0..=MAX_SUBSTITUTES {
-            let error = match self.decode_image(image, slot.flip, out) {
+            let error = match self.decode_image(image, slot.jitter.flip, out) {
                 Ok(()) => {
-                    shift_planes(out, self.preprocess.height, self.preprocess.width, slot.shift);
+                    slot.jitter.apply(out, self.preprocess.height, self.preprocess.width);
                     return Ok((image, skipped));
                 }
                 Err(error) => error,
@@ -560,49 +559,4 @@ pub(crate) fn decode_parallel(
             .try_for_each(|handle| handle.join().expect("decode threads return errors, not panics"))
     })?;
     Ok(out)
-}
-
-/// Translates every `height x width` plane of `pixels` by `(dx, dy)`, repeating edge pixels into
-/// the uncovered border.
-fn shift_planes(pixels: &mut [f32], height: usize, width: usize, (dx, dy): (i32, i32)) {
-    if (dx, dy) == (0, 0) {
-        return;
-    }
-    let source_index = |at: usize, by: i32, len: usize| -> usize {
-        (at as i64 - by as i64).clamp(0, len as i64 - 1) as usize
-    };
-    let mut plane_copy = vec![0.0; height * width];
-    for plane in pixels.chunks_exact_mut(height * width) {
-        plane_copy.copy_from_slice(plane);
-        for y in 0..height {
-            let from_y = source_index(y, dy, height);
-            for x in 0..width {
-                plane[y * width + x] = plane_copy[from_y * width + source_index(x, dx, width)];
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod shift_tests {
-    use super::shift_planes;
-
-    #[test]
-    fn shift_moves_pixels_and_repeats_edges() {
-        // One 2x3 plane: rows [1 2 3] and [4 5 6].
-        let mut plane = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        shift_planes(&mut plane, 2, 3, (1, 0));
-        assert_eq!(plane, vec![1.0, 1.0, 2.0, 4.0, 4.0, 5.0]);
-
-        let mut plane = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        shift_planes(&mut plane, 2, 3, (-1, 1));
-        assert_eq!(plane, vec![2.0, 3.0, 3.0, 2.0, 3.0, 3.0]);
-    }
-
-    #[test]
-    fn zero_shift_keeps_pixels() {
-        let mut plane = vec![1.0, 2.0, 3.0, 4.0];
-        shift_planes(&mut plane, 2, 2, (0, 0));
-        assert_eq!(plane, vec![1.0, 2.0, 3.0, 4.0]);
-    }
 }

@@ -1,4 +1,4 @@
-//! The dual loader's sampling plan: which images, in which order, with which flips.
+//! The dual loader's sampling plan: which images, in which order, with which random changes.
 //!
 //! Every random choice comes from a ChaCha8 generator whose 256-bit key is
 //! `(seed, stream, a, b)`, so each choice is a pure function of the seed and the position:
@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | instance order | epoch | 0 | the shuffle of all images for that epoch |
 //! | identity order | epoch | pass | the shuffle of all identities for that pass |
-//! | step | epoch | step | the two images of each identity and every flip |
+//! | step | epoch | step | the two images of each identity and every image's flip and jitter |
 //! | substitute | epoch | step | replacements for unreadable images |
 //!
 //! A loader created at any position therefore produces bitwise the same batches as one that ran
@@ -20,6 +20,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::augment::{Augment, Jitter};
 use crate::{FaceSource, LoaderPosition};
 
 /// Generator streams; the values are part of the reproducibility contract.
@@ -41,17 +42,15 @@ pub(crate) fn stream_rng(seed: u64, stream: Stream, a: u64, b: u64) -> ChaCha8Rn
     ChaCha8Rng::from_seed(key)
 }
 
-/// One image of a batch: the image to decode and whether to mirror it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One image of a batch: the image to decode and the random changes to apply to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Slot {
     pub(crate) image: usize,
-    pub(crate) flip: bool,
-    /// Translation `(dx, dy)` in pixels, within `[-max_shift, max_shift]`.
-    pub(crate) shift: (i32, i32),
+    pub(crate) jitter: Jitter,
 }
 
 /// The images of one training step, before decoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BatchPlan {
     pub(crate) epoch: usize,
     pub(crate) step: usize,
@@ -66,8 +65,7 @@ pub(crate) struct Planner {
     source: Arc<dyn FaceSource>,
     batch_size: usize,
     seed: u64,
-    flip: bool,
-    max_shift: usize,
+    augment: Augment,
     next: LoaderPosition,
     instance_order: Option<(usize, Vec<u32>)>,
     identity_order: Option<((usize, usize), Vec<u32>)>,
@@ -79,16 +77,14 @@ impl Planner {
         source: Arc<dyn FaceSource>,
         batch_size: usize,
         seed: u64,
-        flip: bool,
-        max_shift: usize,
+        augment: Augment,
         start: LoaderPosition,
     ) -> Self {
         Self {
             source,
             batch_size,
             seed,
-            flip,
-            max_shift,
+            augment,
             next: start,
             instance_order: None,
             identity_order: None,
@@ -134,17 +130,8 @@ impl Planner {
         x.extend_from_slice(&instances[..half]);
         y.extend_from_slice(&instances[half..]);
 
-        let max_shift = self.max_shift as i32;
-        let mut slot = |image: usize| {
-            let flip = self.flip && rng.random_bool(0.5);
-            // Drawn only when enabled, so runs without shifts keep their random sequence.
-            let shift = if max_shift > 0 {
-                (rng.random_range(-max_shift..=max_shift), rng.random_range(-max_shift..=max_shift))
-            } else {
-                (0, 0)
-            };
-            Slot { image, flip, shift }
-        };
+        let augment = self.augment;
+        let mut slot = |image: usize| Slot { image, jitter: augment.draw(&mut rng) };
         let x = x.into_iter().map(&mut slot).collect();
         let y = y.into_iter().map(&mut slot).collect();
         BatchPlan { epoch, step, x, y }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use common::{Decoded, read_decoded};
 use ffc_data::{
-    Batch, DataError, DualLoader, FaceSource, ImageFolder, LoaderConfig, LoaderPosition, Preprocess,
+    Augment, Batch, DataError, DualLoader, FaceSource, ImageFolder, LoaderConfig, LoaderPosition,
+    Preprocess,
 };
 
 /// 9 identities with 1 to 5 images each, 29 images in all.
@@ -28,8 +29,7 @@ fn config(batch_size: usize, workers: usize) -> LoaderConfig {
         seed: 7,
         workers,
         prefetch: 2,
-        flip: true,
-        max_shift: 0,
+        augment: Augment { flip: true, ..Augment::default() },
         skip_bad_images: false,
     }
 }
@@ -184,7 +184,7 @@ fn flips_are_independent_coin_tosses() {
     assert_eq!(flips.len(), 600);
     assert!((240..=360).contains(&flipped), "{flipped} of 600 flipped");
 
-    let no_flip = LoaderConfig { flip: false, ..config(4, 0) };
+    let no_flip = LoaderConfig { augment: Augment::default(), ..config(4, 0) };
     for batch in batches(&mut loader(&source, no_flip, at(0, 0)), 10) {
         assert!(rows(&batch.x).iter().chain(&rows(&batch.y)).all(|d| !d.flipped));
     }
@@ -327,10 +327,12 @@ fn dropping_a_running_loader_stops_its_threads() {
 }
 
 #[test]
-fn shifts_are_reproducible_and_keep_labels() {
+fn jitter_is_reproducible_and_keeps_labels() {
     let dir = tempfile::tempdir().unwrap();
     let source = faces(dir.path());
-    let shifted = LoaderConfig { max_shift: 2, ..config(4, 0) };
+    let augment =
+        Augment { max_shift: 2, max_rotation: 10.0, max_contrast: 0.2, ..config(4, 0).augment };
+    let shifted = LoaderConfig { augment, ..config(4, 0) };
     let first = batches(&mut loader(&source, shifted.clone(), at(0, 0)), 3);
     let again = batches(&mut loader(&source, shifted.clone(), at(0, 0)), 3);
     let threaded =

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ffc_data::{ChannelOrder, Normalization, ResizeMode};
+use ffc_data::{Augment, ChannelOrder, Normalization, ResizeMode};
 use ffc_loss::LossKind;
 use ffc_model::NetworkKind;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,20 @@ pub struct TrainConfig {
     /// (edge pixels repeated); 0 turns it off, as in arcface_torch, which only flips.
     #[serde(default)]
     pub random_shift: usize,
+    /// Random zoom of every training image by a factor in `[1 - x, 1 + x]`; 0 turns it off.
+    #[serde(default)]
+    pub random_scale: f32,
+    /// Random rotation of every training image by up to this many degrees; 0 turns it off.
+    #[serde(default)]
+    pub random_rotation: f32,
+    /// Random offset of up to this much added to every normalised pixel value (white and
+    /// black are 2 apart); 0 turns it off.
+    #[serde(default)]
+    pub random_brightness: f32,
+    /// Random contrast factor in `[1 - x, 1 + x]` on every normalised pixel value; 0 turns it
+    /// off.
+    #[serde(default)]
+    pub random_contrast: f32,
     /// Skip unreadable images (counted in the log) instead of stopping the run.
     #[serde(default)]
     pub skip_bad_images: bool,
@@ -310,6 +324,17 @@ impl TrainConfig {
         if self.eval_batch_size == 0 {
             return invalid("eval_batch_size", "0".into(), "must be at least 1");
         }
+        let augment = [
+            ("random_scale", self.random_scale, 1.0),
+            ("random_rotation", self.random_rotation, 180.0),
+            ("random_brightness", self.random_brightness, f32::MAX),
+            ("random_contrast", self.random_contrast, 1.0),
+        ];
+        for (field, value, end) in augment {
+            if !(0.0..end).contains(&value) {
+                return invalid(field, value.to_string(), &format!("must be in [0, {end})"));
+            }
+        }
         if self.keep_checkpoints == 0 {
             return invalid("keep_checkpoints", "0".into(), "keep at least the latest checkpoint");
         }
@@ -328,6 +353,18 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    /// Returns the random changes applied to training images.
+    pub fn augment(&self) -> Augment {
+        Augment {
+            flip: self.flip,
+            max_shift: self.random_shift,
+            max_scale: self.random_scale,
+            max_rotation: self.random_rotation,
+            max_brightness: self.random_brightness,
+            max_contrast: self.random_contrast,
+        }
     }
 
     /// Images per view per step, `1.5 x batch_size`.
@@ -436,6 +473,25 @@ mod tests {
     fn odd_batch_size_is_rejected() {
         let error = parse(MINIMAL, &["batch_size=7"]).unwrap_err();
         assert!(error.to_string().starts_with("invalid config value `batch_size = 7`"), "{error}");
+    }
+
+    #[test]
+    fn augment_settings_reach_the_loader() {
+        let config = parse(MINIMAL, &["random_scale=0.1", "random_brightness=0.2"]).unwrap();
+        let augment = config.augment();
+        assert_eq!(augment.max_scale, 0.1);
+        assert_eq!(augment.max_brightness, 0.2);
+        assert_eq!(augment.max_rotation, 0.0);
+        assert!(augment.flip);
+    }
+
+    #[test]
+    fn out_of_range_augment_is_rejected() {
+        let error = parse(MINIMAL, &["random_scale=1.5"]).unwrap_err();
+        let message = error.to_string();
+        assert!(message.starts_with("invalid config value `random_scale = 1.5`"), "{message}");
+        let error = parse(MINIMAL, &["random_rotation=-5"]).unwrap_err();
+        assert!(error.to_string().contains("random_rotation"), "{error}");
     }
 
     #[test]

@@ -65,8 +65,7 @@ pub fn train<B: AutodiffBackend>(
         seed: config.seed,
         workers: config.num_workers,
         prefetch: 2,
-        flip: config.flip,
-        max_shift: config.random_shift,
+        augment: config.augment(),
         skip_bad_images: config.skip_bad_images,
     };
     let mut loader = DualLoader::new(source, config.preprocess(), loader_config, position)
