@@ -66,6 +66,11 @@ pub(crate) struct HeadArgs {
     #[arg(long, default_value_t = 2, value_name = "W")]
     warmup: u32,
 
+    /// Runs of every FFC process of the sweep, interleaved over N; the run with the median step
+    /// time is reported. Repeats keep a slow spell of a shared machine from landing on one N.
+    #[arg(long, default_value_t = 3, value_name = "R")]
+    rounds: u32,
+
     /// Also write the sweep as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -146,8 +151,10 @@ impl FcRecord {
 /// Both sides at one N.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SweepRow {
-    /// The pool.
+    /// The pool: the round with the median step time.
     pub(crate) ffc: FfcRecord,
+    /// Step time of every round of the pool, in the order run.
+    pub(crate) ffc_rounds: Vec<f64>,
     /// The full classifier.
     pub(crate) fc: FcRecord,
 }
@@ -173,6 +180,9 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps 0 times nothing; pass at least 1");
     }
+    if args.rounds == 0 {
+        bail!("--rounds 0 runs nothing; pass at least 1");
+    }
     let root = paths::workspace_root();
     let bench = cargo::build_release_binary(&root, "ffc-train", "ffc-bench", &[])?;
     let plot_path = plot_path(page_path);
@@ -184,11 +194,17 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
         run_bench(&bench, &argv)
     };
 
+    let mut rounds: Vec<Vec<FfcRecord>> = vec![Vec::new(); ids.len()];
+    for _ in 0..args.rounds {
+        for (runs, &n) in rounds.iter_mut().zip(&ids) {
+            runs.push(parse_ffc(&runner(head_argv("ffc", n, args.queue_size, args))?)?);
+        }
+    }
     let mut sweep = Vec::new();
-    for &n in &ids {
-        let ffc = parse_ffc(&runner(head_argv("ffc", n, args.queue_size, args))?)?;
+    for (runs, &n) in rounds.into_iter().zip(&ids) {
         let fc = parse_fc(&runner(head_argv("fc", n, args.queue_size, args))?)?;
-        sweep.push(SweepRow { ffc, fc });
+        let ffc_rounds = runs.iter().map(|record| record.median_ms).collect();
+        sweep.push(SweepRow { ffc: median_run(runs), ffc_rounds, fc });
     }
     let largest = *ids.last().expect("checked_ids rejects an empty list");
     let mut ratio = Vec::new();
@@ -225,6 +241,13 @@ fn write_outputs(
         eprintln!("xtask: {}", check.line());
     }
     Ok(())
+}
+
+/// Returns the run with the median step time (the upper one of an even count).
+fn median_run(mut runs: Vec<FfcRecord>) -> FfcRecord {
+    runs.sort_by(|a, b| a.median_ms.total_cmp(&b.median_ms));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
 }
 
 /// Returns the path of the plot, beside the page.
@@ -277,11 +300,12 @@ fn xtask_command(args: &HeadArgs) -> String {
     };
     let mut command = format!(
         "cargo xtask bench head --ids {} --queue-size {} --ratio-queue-sizes{ratio} --steps {} \
-         --warmup {}",
+         --warmup {} --rounds {}",
         list(&args.ids),
         args.queue_size,
         args.steps,
-        args.warmup
+        args.warmup,
+        args.rounds
     );
     if let Some(json) = &args.json {
         command.push_str(&format!(" --json {}", json.display()));
@@ -564,7 +588,29 @@ fn sweep_table(results: &HeadResults) -> String {
             significant(ffc.peak_mb),
         ));
     }
+    out.push_str(&rounds_note(results));
     out
+}
+
+/// Lists the step time of every FFC round, so that the spread behind each median is visible.
+fn rounds_note(results: &HeadResults) -> String {
+    let rounds = results.sweep.first().map_or(0, |row| row.ffc_rounds.len());
+    if rounds < 2 {
+        return String::new();
+    }
+    let per_n: Vec<String> = results
+        .sweep
+        .iter()
+        .map(|row| {
+            let times: Vec<String> = row.ffc_rounds.iter().map(|&ms| significant(ms)).collect();
+            format!("{}: {}", grouped(row.ffc.ids), times.join(", "))
+        })
+        .collect();
+    format!(
+        "\nThe FFC columns come from the round with the median step time of {rounds} rounds, run \
+         interleaved over N. FFC step time of every round, in ms: {}.\n",
+        per_n.join("; ")
+    )
 }
 
 /// Describes what the peak columns cover.
@@ -652,10 +698,19 @@ mod tests {
         HeadResults {
             queue_size: 10_000,
             sweep: vec![
-                SweepRow { ffc: ffc(10_000, 10_000, 100.0, 50.0), fc: measured(10_000, 200.0) },
-                SweepRow { ffc: ffc(100_000, 10_000, 101.0, 50.0), fc: measured(100_000, 2e3) },
+                SweepRow {
+                    ffc: ffc(10_000, 10_000, 100.0, 50.0),
+                    ffc_rounds: vec![100.0],
+                    fc: measured(10_000, 200.0),
+                },
+                SweepRow {
+                    ffc: ffc(100_000, 10_000, 101.0, 50.0),
+                    ffc_rounds: vec![101.0],
+                    fc: measured(100_000, 2e3),
+                },
                 SweepRow {
                     ffc: ffc(10_000_000, 10_000, 104.0, 50.0),
+                    ffc_rounds: vec![104.0],
                     fc: FcRecord::DoesNotFit {
                         ids: 10_000_000,
                         required_mb: 58_593.75,
@@ -820,6 +875,26 @@ mod tests {
     }
 
     #[test]
+    fn rounds_listed_per_n() {
+        let mut three = results();
+        for row in &mut three.sweep {
+            row.ffc_rounds = vec![100.0, 98.5, 120.0];
+        }
+        let note = rounds_note(&three);
+        assert!(note.contains("median step time of 3 rounds"), "{note}");
+        assert!(note.contains("10 000: 100, 98.5, 120; 100 000: 100, 98.5, 120"), "{note}");
+        assert_eq!(rounds_note(&results()), "");
+    }
+
+    #[test]
+    fn median_run_picks_the_middle_time() {
+        let runs = vec![ffc(10, 7, 30.0, 1.0), ffc(10, 7, 10.0, 2.0), ffc(10, 7, 20.0, 3.0)];
+        assert_eq!(median_run(runs).matmul_ms, 3.0);
+        let pair = vec![ffc(10, 7, 30.0, 1.0), ffc(10, 7, 10.0, 2.0)];
+        assert_eq!(median_run(pair).median_ms, 30.0);
+    }
+
+    #[test]
     fn process_arguments() {
         let args = HeadArgs {
             ids: vec![10],
@@ -827,6 +902,7 @@ mod tests {
             ratio_queue_sizes: vec![],
             steps: 3,
             warmup: 1,
+            rounds: 2,
             json: None,
         };
         assert_eq!(
@@ -846,7 +922,8 @@ mod tests {
         assert!(process_line(&[], None).ends_with("load average unknown at its start"));
         assert_eq!(
             xtask_command(&args),
-            "cargo xtask bench head --ids 10 --queue-size 7 --ratio-queue-sizes --steps 3 --warmup 1"
+            "cargo xtask bench head --ids 10 --queue-size 7 --ratio-queue-sizes --steps 3 --warmup 1 \
+             --rounds 2"
         );
     }
 }

@@ -218,6 +218,7 @@ mod tests {
             sweep: vec![
                 SweepRow {
                     ffc: ffc(10_000),
+                    ffc_rounds: vec![100.0],
                     fc: FcRecord::Measured {
                         ids: 10_000,
                         median_ms: 200.0,
@@ -227,6 +228,7 @@ mod tests {
                 },
                 SweepRow {
                     ffc: ffc(10_000_000),
+                    ffc_rounds: vec![100.0],
                     fc: FcRecord::DoesNotFit {
                         ids: 10_000_000,
                         required_mb: 58_593.75,
