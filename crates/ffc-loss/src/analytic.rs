@@ -62,14 +62,10 @@ impl MarginLoss {
         if !pooled.is_empty() {
             let rows = int_tensor::<B>(&pooled, &device);
             let cos = cos_theta.clone().select(0, rows.clone());
-            let stats = self.classification_grad(cos, &targets, hits);
+            let stats = self.pooled_stats(cos, &targets, hits);
             terms.loss += stats.loss;
             terms.grad = terms.grad.select_assign(0, rows, stats.grad, Add);
-            terms.pooled = Some(PooledTerms {
-                log_sum_exp: stats.log_sum_exp,
-                target_cos: stats.target_cos,
-                outside_mass: stats.outside_mass,
-            });
+            terms.pooled = stats.terms;
         }
         if !outliers.is_empty() {
             let rows = int_tensor::<B>(&outliers, &device);
@@ -82,6 +78,29 @@ impl MarginLoss {
             terms.outliers = Some((index, values));
         }
         terms
+    }
+
+    /// Returns the pooled rows' cross-entropy and gradient: on the CPU backend as one loop per
+    /// row, elsewhere with tensor operations.
+    fn pooled_stats<B: Backend>(
+        &self,
+        cos: Tensor<B, 2>,
+        targets: &[i64],
+        hits: &[usize],
+    ) -> PooledStats<B> {
+        #[cfg(feature = "flex")]
+        {
+            let [rows, n_slots] = cos.dims();
+            let fused = crate::host::with_flex_values(&cos, |values| {
+                self.fused_classification(values, n_slots, targets, hits)
+            });
+            if let Some(fused) = fused {
+                let grad = TensorData::new(fused.grad, [rows, n_slots]);
+                let grad = Tensor::from_data(grad, &cos.device());
+                return PooledStats { loss: fused.loss, grad, terms: fused.terms };
+            }
+        }
+        self.classification_grad(cos, targets, hits)
     }
 
     /// Mean cross-entropy of the margin logits and its gradient, for pooled rows.
@@ -125,7 +144,11 @@ impl MarginLoss {
         let loss =
             (log_sum_exp.clone() - target_logit * self.scale).mean().into_scalar().elem::<f32>();
 
-        let outside_mass = (!hits.is_empty()).then(|| outside_mass(&shifted_exp, &sum, hits));
+        let terms = (!hits.is_empty()).then(|| PooledTerms {
+            log_sum_exp: host_column(log_sum_exp.clone()),
+            target_cos: host_column(kept_target_cos),
+            outside_mass: outside_mass(&shifted_exp, &sum, hits),
+        });
 
         let scale = self.scale / rows as f32;
         let mut grad = shifted_exp / sum * scale; // (p / rows) s, for every entry
@@ -140,13 +163,7 @@ impl MarginLoss {
         };
         let target_grad = (p_target - scale) * target_slope;
         let current = grad.clone().gather(1, index.clone());
-        PooledStats {
-            loss,
-            grad: grad.scatter(1, index, target_grad - current, Add),
-            log_sum_exp,
-            target_cos: kept_target_cos,
-            outside_mass,
-        }
+        PooledStats { loss, grad: grad.scatter(1, index, target_grad - current, Add), terms }
     }
 
     /// Undoes the SV weight t that [`classification_grad`](Self::classification_grad) applied
@@ -209,30 +226,35 @@ pub(crate) struct LossTerms<B: Backend> {
     pub loss: f32,
     /// `dL/d cos_theta`, `[batch_size, n_slots]`.
     pub grad: Tensor<B, 2>,
-    /// Values of the pooled rows, when there are any.
-    pub pooled: Option<PooledTerms<B>>,
+    /// Values of the pooled rows, when there are any and hits were given.
+    pub pooled: Option<PooledTerms>,
     /// For the outlier rows in row order: the columns and values of the largest cosines, in
     /// descending order, both `[outliers, top]`.
     pub outliers: Option<(Tensor<B, 2, Int>, Tensor<B, 2>)>,
 }
 
-/// Per-row values of the pooled rows, in row order, each `[pooled, 1]`.
-pub(crate) struct PooledTerms<B: Backend> {
+/// Per-row values of the pooled rows, in row order, for scoring C2.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PooledTerms {
     /// Log-sum-exp of the scaled margin logits.
-    pub log_sum_exp: Tensor<B, 2>,
+    pub log_sum_exp: Vec<f32>,
     /// Target cosine.
-    pub target_cos: Tensor<B, 2>,
-    /// Softmax mass outside the hit columns, when hits were given.
-    pub outside_mass: Option<Vec<f32>>,
+    pub target_cos: Vec<f32>,
+    /// Softmax mass outside the hit columns.
+    pub outside_mass: Vec<f32>,
 }
 
-/// Results of [`MarginLoss::classification_grad`] for the pooled rows.
+/// Results of the pooled rows' cross-entropy.
 struct PooledStats<B: Backend> {
     loss: f32,
     grad: Tensor<B, 2>,
-    log_sum_exp: Tensor<B, 2>,
-    target_cos: Tensor<B, 2>,
-    outside_mass: Option<Vec<f32>>,
+    /// Present when hits were given.
+    terms: Option<PooledTerms>,
+}
+
+/// Copies a `[rows, 1]` tensor to the host.
+fn host_column<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data after convert")
 }
 
 /// Splits labels into pooled rows with their slots, and outlier rows.
@@ -275,7 +297,8 @@ fn top_k_indices<B: Backend>(cos: &Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> 
 
 /// Positions of the k largest values of `row` (the first of equal values wins), in one pass.
 pub(crate) fn host_top_k(row: &[f32], k: usize) -> Vec<usize> {
-    // `best` contains (value, position) sorted by descending value, and k is at most 10.
+    // `best` contains (value, position) sorted by descending value. k is small: at most the
+    // penalised count (10) plus the pass's hit slots.
     let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (position, &value) in row.iter().enumerate() {
         if best.len() == k && value <= best[k - 1].0 {
@@ -369,6 +392,43 @@ mod tests {
                 assert!(close(value, expected), "{kind:?} m={margin}: {value} vs {expected}");
                 for (i, (&g, &e)) in grad.iter().zip(&expected_grad).enumerate() {
                     assert!(close(g, e), "{kind:?} m={margin} grad[{i}]: {g} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_rows_match_tensor_rows() {
+        let device = Default::default();
+        let targets = [3, 0, 7, 7, 11, 1];
+        let hits = [1, 4, 7];
+        for kind in [LossKind::Am, LossKind::Arc, LossKind::Sv] {
+            for margin in [0.5f32, 0.0] {
+                let loss = MarginLoss { kind, scale: 64.0, margin, sv_t: 1.2, hard_negatives: 3 };
+                let cos =
+                    Tensor::<Inner, 2>::random([6, 12], Distribution::Uniform(-0.9, 0.9), &device);
+                let values = cos.clone().into_data().into_vec::<f32>().unwrap();
+                let fused = loss.fused_classification(&values, 12, &targets, &hits);
+                let tensor = loss.classification_grad(cos, &targets, &hits);
+                let label = format!("{kind:?} m={margin}");
+                assert!(
+                    close(fused.loss, tensor.loss),
+                    "{label}: {} vs {}",
+                    fused.loss,
+                    tensor.loss
+                );
+                let grad = tensor.grad.into_data().into_vec::<f32>().unwrap();
+                for (i, (&f, &t)) in fused.grad.iter().zip(&grad).enumerate() {
+                    assert!(close(f, t), "{label} grad[{i}]: {f} vs {t}");
+                }
+                let (fused, tensor) = (fused.terms.unwrap(), tensor.terms.unwrap());
+                let pairs = [
+                    (&fused.log_sum_exp, &tensor.log_sum_exp),
+                    (&fused.target_cos, &tensor.target_cos),
+                    (&fused.outside_mass, &tensor.outside_mass),
+                ];
+                for (f, t) in pairs {
+                    assert!(f.iter().zip(t).all(|(&a, &b)| close(a, b)), "{label}: {f:?} vs {t:?}");
                 }
             }
         }

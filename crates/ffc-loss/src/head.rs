@@ -173,14 +173,7 @@ fn score_from_c1<B: Backend>(
     // Stage 2: C1's loss and gradient, keeping what C2 is scored from.
     let top = (loss.hard_negatives + h).min(pool.queue_size());
     let terms = loss.loss_terms(c1, probe_slots, top, hit_slots);
-    let (log_sum_exp, target_cos, outside_mass) = match terms.pooled {
-        Some(pooled) => (
-            host_values(pooled.log_sum_exp),
-            host_values(pooled.target_cos),
-            pooled.outside_mass.expect("hits were given"),
-        ),
-        None => (Vec::new(), Vec::new(), Vec::new()),
-    };
+    let pooled = terms.pooled.unwrap_or_default();
     let (top_columns, top_values) = match terms.outliers {
         Some((columns, values)) => (host_ints(columns), host_values(values)),
         None => (Vec::new(), Vec::new()),
@@ -192,9 +185,9 @@ fn score_from_c1<B: Backend>(
         labels: probe_slots,
         hits: hit_slots,
         c2_hits: &c2_hits,
-        log_sum_exp: &log_sum_exp,
-        target_cos: &target_cos,
-        outside_mass: &outside_mass,
+        log_sum_exp: &pooled.log_sum_exp,
+        target_cos: &pooled.target_cos,
+        outside_mass: &pooled.outside_mass,
         top_columns: &top_columns,
         top_values: &top_values,
         top,

@@ -186,8 +186,8 @@ impl MarginLoss {
         }
     }
 
-    /// Target logit before scaling, as [`MarginLoss::forward`] defines it for AM and Arc.
-    fn target_logit(&self, g: f64) -> f64 {
+    /// Returns the target logit before scaling, as [`MarginLoss::forward`] defines it.
+    pub(crate) fn target_logit(&self, g: f64) -> f64 {
         let m = f64::from(self.margin);
         match self.kind {
             LossKind::Am => g - m,
@@ -195,15 +195,16 @@ impl MarginLoss {
                 let sin = (1.0 - g * g).max(f64::from(ARC_SIN_EPS)).sqrt();
                 g * m.cos() - sin * m.sin()
             }
-            LossKind::Sv => unreachable!("SV scores C2 densely"),
+            LossKind::Sv if g > m => g - m,
+            LossKind::Sv => g,
         }
     }
 
-    /// Derivative of [`target_logit`](Self::target_logit) with respect to g.
-    fn target_slope(&self, g: f64) -> f64 {
+    /// Returns the derivative of [`target_logit`](Self::target_logit) with respect to g.
+    pub(crate) fn target_slope(&self, g: f64) -> f64 {
         let m = f64::from(self.margin);
         match self.kind {
-            LossKind::Am => 1.0,
+            LossKind::Am | LossKind::Sv => 1.0,
             LossKind::Arc => {
                 let one_minus_sq = 1.0 - g * g;
                 if one_minus_sq <= f64::from(ARC_SIN_EPS) {
@@ -212,7 +213,6 @@ impl MarginLoss {
                     m.cos() + g / one_minus_sq.sqrt() * m.sin()
                 }
             }
-            LossKind::Sv => unreachable!("SV scores C2 densely"),
         }
     }
 }

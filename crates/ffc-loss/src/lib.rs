@@ -22,6 +22,8 @@
 //! ```
 
 mod analytic;
+#[cfg(feature = "flex")]
+mod fused;
 mod head;
 mod hits;
 #[cfg(feature = "flex")]
