@@ -6,6 +6,8 @@
 //! passes over each row: the logits and their maximum, the exponentials and their sums, and the
 //! scaling into the gradient.
 
+use rayon::prelude::*;
+
 use crate::analytic::PooledTerms;
 use crate::margin::{LossKind, MarginLoss};
 
@@ -33,16 +35,21 @@ impl MarginLoss {
         let mut outside = vec![true; n_slots];
         hits.iter().for_each(|&slot| outside[slot] = false);
         let mut grad = vec![0.0f32; rows * n_slots];
+        // Rows run in parallel; the sums below add them in row order, so the result does not
+        // depend on the thread count.
+        let values: Vec<RowValues> = cos
+            .par_chunks_exact(n_slots)
+            .zip(grad.par_chunks_exact_mut(n_slots))
+            .zip(targets.par_iter())
+            .map(|((row, out), &target)| self.fused_row(row, out, target as usize, &outside, rows))
+            .collect();
         let mut loss = 0.0f64;
         let mut terms = PooledTerms::default();
-        for ((row, out), &target) in
-            cos.chunks_exact(n_slots).zip(grad.chunks_exact_mut(n_slots)).zip(targets)
-        {
-            let values = self.fused_row(row, out, target as usize, &outside, rows);
-            loss += values.loss / rows as f64;
-            terms.log_sum_exp.push(values.log_sum_exp as f32);
+        for ((value, row), &target) in values.iter().zip(cos.chunks_exact(n_slots)).zip(targets) {
+            loss += value.loss / rows as f64;
+            terms.log_sum_exp.push(value.log_sum_exp as f32);
             terms.target_cos.push(row[target as usize]);
-            terms.outside_mass.push(values.outside_mass as f32);
+            terms.outside_mass.push(value.outside_mass as f32);
         }
         FusedPooled { loss: loss as f32, grad, terms: (!hits.is_empty()).then_some(terms) }
     }
