@@ -145,8 +145,8 @@ impl MarginLoss {
             (log_sum_exp.clone() - target_logit * self.scale).mean().into_scalar().elem::<f32>();
 
         let terms = (!hits.is_empty()).then(|| PooledTerms {
-            log_sum_exp: host_column(log_sum_exp.clone()),
-            target_cos: host_column(kept_target_cos),
+            log_sum_exp: host_values(log_sum_exp.clone()),
+            target_cos: host_values(kept_target_cos),
             outside_mass: outside_mass(&shifted_exp, &sum, hits),
         });
 
@@ -252,8 +252,8 @@ struct PooledStats<B: Backend> {
     terms: Option<PooledTerms>,
 }
 
-/// Copies a `[rows, 1]` tensor to the host.
-fn host_column<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
+/// Copies a float tensor to the host, row-major.
+pub(crate) fn host_values<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data after convert")
 }
 
@@ -325,8 +325,7 @@ fn outside_mass<B: Backend>(
     let device = shifted_exp.device();
     let hit_index: Vec<i64> = hits.iter().map(|&slot| slot as i64).collect();
     let hit_mass = shifted_exp.clone().select(1, int_tensor::<B>(&hit_index, &device)).sum_dim(1);
-    let hit_share = (hit_mass / sum.clone()).into_data().convert::<f32>();
-    let hit_share = hit_share.into_vec::<f32>().expect("f32 data after convert");
+    let hit_share = host_values(hit_mass / sum.clone());
 
     let mut outside: Vec<f32> = hit_share.iter().map(|share| 1.0 - share).collect();
     let dominated: Vec<i64> =
@@ -336,7 +335,7 @@ fn outside_mass<B: Backend>(
         let mask = outside_mask::<B>(n_slots, hits, &device);
         let exact =
             shifted_exp.clone().select(0, rows.clone()).matmul(mask) / sum.clone().select(0, rows);
-        let exact = exact.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+        let exact = host_values(exact);
         for (&row, value) in dominated.iter().zip(exact) {
             outside[row as usize] = value;
         }

@@ -11,6 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use ffc_pool::{ClassPool, PassInsertion};
 
+use crate::analytic::host_values;
 use crate::hits::FirstMatrix;
 use crate::{LossKind, MarginLoss};
 
@@ -260,10 +261,6 @@ fn float_tensor<B: Backend>(
     device: &B::Device,
 ) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-fn host_values<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().into_vec().expect("f32 data after convert")
 }
 
 fn host_ints<B: Backend>(tensor: Tensor<B, 2, Int>) -> Vec<i64> {
