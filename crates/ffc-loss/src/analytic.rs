@@ -6,9 +6,10 @@
 //! computes the loss and `dL/dC` directly with a handful of passes over the matrix.
 //! [`MarginLoss::forward`] stays the reference: tests compare both on random inputs.
 
+use burn::tensor::IndexingUpdateOp::{self, Add};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp::Add, Int, Tensor, TensorData};
+use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
 
 use crate::margin::{ARC_SIN_EPS, LossKind, MarginLoss};
 
@@ -29,7 +30,7 @@ impl MarginLoss {
         labels: &[i64],
     ) -> (f32, Tensor<B, 2>) {
         let terms = self.loss_terms(cos_theta, labels, self.hard_negatives, &[]);
-        (terms.loss, terms.grad)
+        (terms.loss, terms.grad.into_tensor())
     }
 
     /// [`value_and_grad`](Self::value_and_grad), keeping the per-row values that the second
@@ -50,57 +51,68 @@ impl MarginLoss {
         let [batch_size, n_slots] = cos_theta.dims();
         self.check(batch_size, n_slots, labels);
         debug_assert!(top >= self.hard_negatives && top <= n_slots, "top {top} out of range");
+        #[cfg(feature = "flex")]
+        {
+            let fused = crate::host::with_flex_values(&cos_theta, |values| {
+                self.fused_terms(values, n_slots, labels, top, hits)
+            });
+            if let Some(fused) = fused {
+                return LossTerms {
+                    loss: fused.loss,
+                    grad: GradMatrix::Host {
+                        values: fused.grad,
+                        shape: [batch_size, n_slots],
+                        device: cos_theta.device(),
+                    },
+                    pooled: fused.pooled,
+                    outliers: fused.outliers,
+                };
+            }
+        }
+        self.tensor_terms(cos_theta, labels, top, hits)
+    }
+
+    /// [`loss_terms`](Self::loss_terms) with tensor operations, for every backend but the
+    /// CPU's, which runs one loop per row instead (`crate::fused`).
+    fn tensor_terms<B: Backend>(
+        &self,
+        cos_theta: Tensor<B, 2>,
+        labels: &[i64],
+        top: usize,
+        hits: &[usize],
+    ) -> LossTerms<B> {
+        let [batch_size, n_slots] = cos_theta.dims();
         let device = cos_theta.device();
         let (pooled, targets, outliers) = split_rows(labels);
 
-        let mut terms = LossTerms {
-            loss: 0.0,
-            grad: Tensor::<B, 2>::zeros([batch_size, n_slots], &device),
-            pooled: None,
-            outliers: None,
-        };
+        let mut loss = 0.0;
+        let mut grad = Tensor::<B, 2>::zeros([batch_size, n_slots], &device);
+        let (mut pooled_terms, mut outlier_top) = (None, None);
         if !pooled.is_empty() {
             let rows = int_tensor::<B>(&pooled, &device);
             let cos = cos_theta.clone().select(0, rows.clone());
-            let stats = self.pooled_stats(cos, &targets, hits);
-            terms.loss += stats.loss;
-            terms.grad = terms.grad.select_assign(0, rows, stats.grad, Add);
-            terms.pooled = stats.terms;
+            let stats = self.classification_grad(cos, &targets, hits);
+            loss += stats.loss;
+            grad = grad.select_assign(0, rows, stats.grad, Add);
+            pooled_terms = stats.terms;
         }
         if !outliers.is_empty() {
             let rows = int_tensor::<B>(&outliers, &device);
             let cos = cos_theta.select(0, rows.clone());
-            let index = top_k_indices(&cos, top); // [outliers, top], descending
+            let index = cos.clone().topk_with_indices(top, 1).1; // [outliers, top], descending
             let values = cos.clone().gather(1, index.clone());
             let (value, rows_grad) = self.outlier_grad(&cos, index.clone(), values.clone());
-            terms.loss += value;
-            terms.grad = terms.grad.select_assign(0, rows, rows_grad, Add);
-            terms.outliers = Some((index, values));
+            loss += value;
+            grad = grad.select_assign(0, rows, rows_grad, Add);
+            let columns = index.into_data().convert::<i64>().into_vec().expect("i64 after convert");
+            outlier_top = Some((columns, host_values(values)));
         }
-        terms
-    }
-
-    /// Returns the pooled rows' cross-entropy and gradient: on the CPU backend as one loop per
-    /// row, elsewhere with tensor operations.
-    fn pooled_stats<B: Backend>(
-        &self,
-        cos: Tensor<B, 2>,
-        targets: &[i64],
-        hits: &[usize],
-    ) -> PooledStats<B> {
-        #[cfg(feature = "flex")]
-        {
-            let [rows, n_slots] = cos.dims();
-            let fused = crate::host::with_flex_values(&cos, |values| {
-                self.fused_classification(values, n_slots, targets, hits)
-            });
-            if let Some(fused) = fused {
-                let grad = TensorData::new(fused.grad, [rows, n_slots]);
-                let grad = Tensor::from_data(grad, &cos.device());
-                return PooledStats { loss: fused.loss, grad, terms: fused.terms };
-            }
+        LossTerms {
+            loss,
+            grad: GradMatrix::Tensor(grad),
+            pooled: pooled_terms,
+            outliers: outlier_top,
         }
-        self.classification_grad(cos, targets, hits)
     }
 
     /// Mean cross-entropy of the margin logits and its gradient, for pooled rows.
@@ -225,12 +237,80 @@ pub(crate) struct LossTerms<B: Backend> {
     /// The loss, as [`MarginLoss::value_and_grad`] returns it.
     pub loss: f32,
     /// `dL/d cos_theta`, `[batch_size, n_slots]`.
-    pub grad: Tensor<B, 2>,
+    pub grad: GradMatrix<B>,
     /// Values of the pooled rows, when there are any and hits were given.
     pub pooled: Option<PooledTerms>,
     /// For the outlier rows in row order: the columns and values of the largest cosines, in
     /// descending order, both `[outliers, top]`.
-    pub outliers: Option<(Tensor<B, 2, Int>, Tensor<B, 2>)>,
+    pub outliers: Option<(Vec<i64>, Vec<f32>)>,
+}
+
+/// A `[rows, n_slots]` gradient, held where it was computed until it is multiplied into the
+/// probe gradient, so that the CPU backend can overwrite single entries in place. burn's
+/// `scatter_nd` copies the whole matrix on that backend.
+pub(crate) enum GradMatrix<B: Backend> {
+    /// Row-major values on the host.
+    Host { values: Vec<f32>, shape: [usize; 2], device: B::Device },
+    /// A backend tensor.
+    Tensor(Tensor<B, 2>),
+}
+
+impl<B: Backend> GradMatrix<B> {
+    /// Returns the matrix as a tensor.
+    pub(crate) fn into_tensor(self) -> Tensor<B, 2> {
+        match self {
+            Self::Host { values, shape, device } => {
+                Tensor::from_data(TensorData::new(values, shape), &device)
+            }
+            Self::Tensor(tensor) => tensor,
+        }
+    }
+
+    /// Returns the entries at `(row, column)`, in order.
+    pub(crate) fn entries(&self, pairs: &[(usize, usize)]) -> Vec<f32> {
+        match self {
+            Self::Host { values, shape, .. } => {
+                pairs.iter().map(|&(row, column)| values[row * shape[1] + column]).collect()
+            }
+            Self::Tensor(tensor) => {
+                let mut columns: Vec<usize> = pairs.iter().map(|&(_, column)| column).collect();
+                columns.sort_unstable();
+                columns.dedup();
+                let index: Vec<i64> = columns.iter().map(|&column| column as i64).collect();
+                let picked = tensor.clone().select(1, int_tensor::<B>(&index, &tensor.device()));
+                let picked = host_values(picked); // [rows, columns.len()]
+                let width = columns.len();
+                let at = |column| columns.binary_search(&column).expect("column was collected");
+                pairs.iter().map(|&(row, column)| picked[row * width + at(column)]).collect()
+            }
+        }
+    }
+
+    /// Overwrites the entries at `(row, column)` with `values`.
+    pub(crate) fn assign(self, pairs: &[(usize, usize)], new_values: Vec<f32>) -> Self {
+        if pairs.is_empty() {
+            return self;
+        }
+        match self {
+            Self::Host { mut values, shape, device } => {
+                for (&(row, column), value) in pairs.iter().zip(new_values) {
+                    values[row * shape[1] + column] = value;
+                }
+                Self::Host { values, shape, device }
+            }
+            Self::Tensor(tensor) => {
+                let device = tensor.device();
+                let flat: Vec<i64> =
+                    pairs.iter().flat_map(|&(row, column)| [row as i64, column as i64]).collect();
+                let count = pairs.len();
+                let index =
+                    Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [count, 2]), &device);
+                let new_values =
+                    Tensor::<B, 1>::from_data(TensorData::new(new_values, [count]), &device);
+                Self::Tensor(tensor.scatter_nd(index, new_values, IndexingUpdateOp::Assign))
+            }
+        }
+    }
 }
 
 /// Per-row values of the pooled rows, in row order, for scoring C2.
@@ -271,44 +351,6 @@ fn split_rows(labels: &[i64]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
         }
     }
     (pooled, targets, outliers)
-}
-
-/// Indices of the k largest entries of every row, `[rows, k]`, in descending order of value.
-///
-/// On the CPU backend one pass over each row keeps the k best in a small buffer. Elsewhere it
-/// uses burn's `topk_with_indices`, which sorts each row on the device.
-fn top_k_indices<B: Backend>(cos: &Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> {
-    let [rows, n_slots] = cos.dims();
-    #[cfg(feature = "flex")]
-    let on_host = crate::host::with_flex_values(cos, |values| {
-        let mut indices = Vec::with_capacity(rows * k);
-        for row in values.chunks_exact(n_slots) {
-            indices.extend(host_top_k(row, k).into_iter().map(|i| i as i64));
-        }
-        indices
-    });
-    #[cfg(not(feature = "flex"))]
-    let on_host: Option<Vec<i64>> = None;
-    match on_host {
-        Some(indices) => Tensor::from_data(TensorData::new(indices, [rows, k]), &cos.device()),
-        None => cos.clone().topk_with_indices(k, 1).1,
-    }
-}
-
-/// Positions of the k largest values of `row` (the first of equal values wins), in one pass.
-pub(crate) fn host_top_k(row: &[f32], k: usize) -> Vec<usize> {
-    // `best` contains (value, position) sorted by descending value. k is small: at most the
-    // penalised count (10) plus the pass's hit slots.
-    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-    for (position, &value) in row.iter().enumerate() {
-        if best.len() == k && value <= best[k - 1].0 {
-            continue;
-        }
-        let at = best.iter().position(|&(v, _)| value > v).unwrap_or(best.len());
-        best.insert(at, (value, position));
-        best.truncate(k);
-    }
-    best.into_iter().map(|(_, position)| position).collect()
 }
 
 /// Returns each row's softmax mass outside the `hits` columns, from the row's exponentials
@@ -399,16 +441,16 @@ mod tests {
     #[test]
     fn fused_rows_match_tensor_rows() {
         let device = Default::default();
-        let targets = [3, 0, 7, 7, 11, 1];
-        let hits = [1, 4, 7];
+        let labels = [3, -1, 0, 7, 7, -1, 11, 1];
+        let (top, hits) = (6, [1, 4, 7]);
         for kind in [LossKind::Am, LossKind::Arc, LossKind::Sv] {
             for margin in [0.5f32, 0.0] {
                 let loss = MarginLoss { kind, scale: 64.0, margin, sv_t: 1.2, hard_negatives: 3 };
                 let cos =
-                    Tensor::<Inner, 2>::random([6, 12], Distribution::Uniform(-0.9, 0.9), &device);
+                    Tensor::<Inner, 2>::random([8, 12], Distribution::Uniform(-0.9, 0.9), &device);
                 let values = cos.clone().into_data().into_vec::<f32>().unwrap();
-                let fused = loss.fused_classification(&values, 12, &targets, &hits);
-                let tensor = loss.classification_grad(cos, &targets, &hits);
+                let fused = loss.fused_terms(&values, 12, &labels, top, &hits);
+                let tensor = loss.tensor_terms(cos, &labels, top, &hits);
                 let label = format!("{kind:?} m={margin}");
                 assert!(
                     close(fused.loss, tensor.loss),
@@ -416,11 +458,12 @@ mod tests {
                     fused.loss,
                     tensor.loss
                 );
-                let grad = tensor.grad.into_data().into_vec::<f32>().unwrap();
+                let grad = tensor.grad.into_tensor().into_data().into_vec::<f32>().unwrap();
                 for (i, (&f, &t)) in fused.grad.iter().zip(&grad).enumerate() {
                     assert!(close(f, t), "{label} grad[{i}]: {f} vs {t}");
                 }
-                let (fused, tensor) = (fused.terms.unwrap(), tensor.terms.unwrap());
+                assert_eq!(fused.outliers, tensor.outliers, "{label}: outliers' top columns");
+                let (fused, tensor) = (fused.pooled.unwrap(), tensor.pooled.unwrap());
                 let pairs = [
                     (&fused.log_sum_exp, &tensor.log_sum_exp),
                     (&fused.target_cos, &tensor.target_cos),
@@ -431,6 +474,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fused_rows_without_pooled_or_outlier_rows() {
+        let device = Default::default();
+        let loss = MarginLoss {
+            kind: LossKind::Am,
+            scale: 32.0,
+            margin: 0.3,
+            sv_t: 1.2,
+            hard_negatives: 2,
+        };
+        for labels in [[-1, -1, -1], [2, 0, 2]] {
+            let cos = Tensor::<Inner, 2>::random([3, 5], Distribution::Uniform(-0.9, 0.9), &device);
+            let values = cos.clone().into_data().into_vec::<f32>().unwrap();
+            let fused = loss.fused_terms(&values, 5, &labels, 3, &[1]);
+            let tensor = loss.tensor_terms(cos, &labels, 3, &[1]);
+            assert!(
+                close(fused.loss, tensor.loss),
+                "{labels:?}: {} vs {}",
+                fused.loss,
+                tensor.loss
+            );
+            let grad = tensor.grad.into_tensor().into_data().into_vec::<f32>().unwrap();
+            assert!(fused.grad.iter().zip(&grad).all(|(&f, &t)| close(f, t)), "{labels:?}");
+            assert_eq!(fused.outliers, tensor.outliers, "{labels:?}");
+            assert_eq!(fused.pooled.is_some(), tensor.pooled.is_some(), "{labels:?}");
+        }
+    }
+
+    #[test]
+    fn grad_matrix_reads_and_writes_alike_on_host_and_tensor() {
+        let device = Default::default();
+        let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
+        let host = GradMatrix::<Inner>::Host { values: values.clone(), shape: [3, 5], device };
+        let tensor = GradMatrix::Tensor(Tensor::<Inner, 2>::from_data(
+            TensorData::new(values, [3, 5]),
+            &device,
+        ));
+        let pairs = [(2, 4), (0, 1), (1, 1), (2, 0)];
+        assert_eq!(host.entries(&pairs), vec![7.0, 0.5, 3.0, 5.0]);
+        assert_eq!(tensor.entries(&pairs), host.entries(&pairs));
+        let new_values = vec![-1.0, -2.0, -3.0, -4.0];
+        let host = host.assign(&pairs, new_values.clone()).into_tensor();
+        let tensor = tensor.assign(&pairs, new_values).into_tensor();
+        let host = host.into_data().into_vec::<f32>().unwrap();
+        assert_eq!(host, tensor.into_data().into_vec::<f32>().unwrap());
+        assert_eq!(&host[..6], &[0.0, -2.0, 1.0, 1.5, 2.0, 2.5]);
     }
 
     #[test]
@@ -447,12 +538,5 @@ mod tests {
         let (value, grad) = loss.value_and_grad(cos, &[0, 0]);
         assert!(value.is_finite());
         assert!(grad.into_data().into_vec::<f32>().unwrap().iter().all(|g| g.is_finite()));
-    }
-
-    #[test]
-    fn host_top_k_keeps_largest() {
-        assert_eq!(host_top_k(&[0.1, 0.9, 0.3, 0.9, -1.0, 0.5], 3), vec![1, 3, 5]);
-        assert_eq!(host_top_k(&[0.2, 0.1], 2), vec![0, 1]);
-        assert_eq!(host_top_k(&[f32::NEG_INFINITY, 0.0, 0.0], 1), vec![1]);
     }
 }

@@ -166,19 +166,15 @@ fn score_from_c1<B: Backend>(
     let row0 = pool.row0(); // [Q, D]
     let c1 = probe.clone().matmul(row0.clone().transpose()); // [n, Q]
 
-    // Stage 1: the hit columns of both matrices.
-    let hits = int_tensor::<B>(hit_slots.iter().map(|&s| s as i64).collect(), &device);
-    let row_delta = pool.rows_of(1, hit_slots) - pool.rows_of(0, hit_slots); // [h, D]
-    let c2_hits = c1.clone().select(1, hits) + probe.matmul(row_delta.clone().transpose()); // [n, h]
+    // Stage 1: C2's hit columns, which score queue row 1 of the hit slots.
+    let row1_hits = pool.rows_of(1, hit_slots); // [h, D]
+    let c2_hits = probe.matmul(row1_hits.clone().transpose()); // [n, h]
 
     // Stage 2: C1's loss and gradient, keeping what C2 is scored from.
     let top = (loss.hard_negatives + h).min(pool.queue_size());
     let terms = loss.loss_terms(c1, probe_slots, top, hit_slots);
     let pooled = terms.pooled.unwrap_or_default();
-    let (top_columns, top_values) = match terms.outliers {
-        Some((columns, values)) => (host_ints(columns), host_values(values)),
-        None => (Vec::new(), Vec::new()),
-    };
+    let (top_columns, top_values) = terms.outliers.unwrap_or_default();
     let c2_hits = host_values(c2_hits);
 
     // Stage 3: C2 on the host.
@@ -194,32 +190,27 @@ fn score_from_c1<B: Backend>(
         top,
     });
 
-    // Stage 4: dL/dP = diag(1 + r) T W0 + G2[:, hits] (W1 - W0)[hits], where T is G1 with the
-    // entries of each row's M set to (G1 + G2) / (1 + r). The entries are overwritten rather
-    // than corrected by adding, because a large r would amplify rounding in G1.
-    let width = second.columns.len();
-    let columns = int_tensor::<B>(second.columns.iter().map(|&s| s as i64).collect(), &device);
-    let grad1_columns = host_values(terms.grad.clone().select(1, columns)); // [n, width]
-    let mut pairs = Vec::new();
-    let mut pair_values = Vec::new();
-    for (at, (&grad2, &member)) in second.grad.iter().zip(&second.member).enumerate() {
-        if member > 0.0 {
-            let row = at / width;
-            pairs.extend([row as i64, second.columns[at % width] as i64]);
-            pair_values.push((grad1_columns[at] + grad2) / (1.0 + second.rescale[row]));
-        }
-    }
-    let mut total = terms.grad; // [n, Q]
-    if !pair_values.is_empty() {
-        let count = pair_values.len();
-        let pairs = Tensor::<B, 2, Int>::from_data(TensorData::new(pairs, [count, 2]), &device);
-        let values = Tensor::<B, 1>::from_data(TensorData::new(pair_values, [count]), &device);
-        total = total.scatter_nd(pairs, values, IndexingUpdateOp::Assign);
-    }
+    // Stage 4: dL/dP = G1 W0 + G2 W~ = diag(1 + r) T W0 + G2[:, hits] W1[hits], where T is G1
+    // with the entries of each row's M set to (G1 + G2) / (1 + r), or to G1 / (1 + r) in the
+    // hit columns, whose G2 multiplies row 1 instead of row 0. The entries are overwritten
+    // rather than corrected by adding, because a large r would amplify rounding in G1.
+    let pairs: Vec<(usize, usize)> =
+        second.entries.iter().map(|&(row, column, _)| (row, column)).collect();
+    let grad1 = terms.grad.entries(&pairs);
+    let new_values = second
+        .entries
+        .iter()
+        .zip(grad1)
+        .map(|(&(row, column, grad2), grad1)| {
+            let grad2 = if hit_slots.binary_search(&column).is_ok() { 0.0 } else { grad2 };
+            (grad1 + grad2) / (1.0 + second.rescale[row])
+        })
+        .collect();
+    let total = terms.grad.assign(&pairs, new_values).into_tensor(); // [n, Q]
     let factor =
         float_tensor::<B>(second.rescale.iter().map(|r| 1.0 + r).collect(), [n, 1], &device);
     let hit_grad = float_tensor::<B>(second.hit_grad, [n, h], &device);
-    let grad_probe = total.matmul(row0) * factor + hit_grad.matmul(row_delta);
+    let grad_probe = total.matmul(row0) * factor + hit_grad.matmul(row1_hits);
     (terms.loss + second.loss, grad_probe)
 }
 
@@ -263,10 +254,6 @@ fn float_tensor<B: Backend>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-fn host_ints<B: Backend>(tensor: Tensor<B, 2, Int>) -> Vec<i64> {
-    tensor.into_data().convert::<i64>().into_vec().expect("i64 data after convert")
-}
-
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroUsize;
@@ -304,6 +291,9 @@ mod tests {
         pool
     }
 
+    type ScoreFn =
+        fn(&ClassPool<B>, &MarginLoss, Tensor<B, 2>, &[usize], &[i64]) -> (f32, Tensor<B, 2>);
+
     /// Runs one journaled pass and scores it both ways.
     fn both_ways(
         pool: &mut ClassPool<B>,
@@ -317,7 +307,7 @@ mod tests {
         let (insertion, journal) = pool.insert_journaled(gallery_labels, gallery);
         assert!(!insertion.hit_slots.is_empty(), "the pass must hit");
         let slots = pool.probe_slots(probe_labels);
-        let run = |f: fn(&ClassPool<B>, &MarginLoss, Tensor<B, 2>, &[usize], &[i64]) -> _| {
+        let run = |f: ScoreFn| {
             let (value, grad): (f32, Tensor<B, 2>) =
                 f(pool, loss, probe.clone(), &insertion.hit_slots, &slots);
             (value, grad.into_data().into_vec::<f32>().unwrap())

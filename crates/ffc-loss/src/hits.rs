@@ -20,8 +20,6 @@
 //! slot is hit, g differs between C1 and C2 and so can the re-weighting of every column; SV
 //! passes therefore take the dense path.
 
-use std::collections::HashMap;
-
 use crate::margin::{ARC_SIN_EPS, LossKind, MarginLoss};
 
 /// Values of C1's scoring, copied to the host, that C2 is scored from.
@@ -53,12 +51,8 @@ pub(crate) struct SecondMatrix {
     pub loss: f32,
     /// r of every row: `exp(lse1 - lse2)` for a pooled row, 0 for an outlier row.
     pub rescale: Vec<f32>,
-    /// The union of the columns of M over all rows.
-    pub columns: Vec<usize>,
-    /// G2 in `columns`, zero outside each row's M, `[rows, columns.len()]` row-major.
-    pub grad: Vec<f32>,
-    /// 1 where a column of `columns` is in the row's M, else 0.
-    pub member: Vec<f32>,
+    /// G2 on each row's M, as `(row, column, value)`; no `(row, column)` appears twice.
+    pub entries: Vec<(usize, usize, f32)>,
     /// G2 in the hit columns, `[rows, h]` row-major.
     pub hit_grad: Vec<f32>,
 }
@@ -73,7 +67,13 @@ impl MarginLoss {
         debug_assert!(first.hits.windows(2).all(|w| w[0] < w[1]), "hit slots must be sorted");
         let rows = first.labels.len();
         let h = first.hits.len();
-        let mut out = SecondBuilder::new(rows, h);
+        let mut out = SecondBuilder {
+            h,
+            loss: 0.0,
+            rescale: vec![0.0; rows],
+            entries: Vec::with_capacity(rows * (h + 1)),
+            hit_grad: vec![0.0; rows * h],
+        };
 
         let pooled = first.labels.iter().filter(|&&label| label >= 0).count();
         let outliers = rows - pooled;
@@ -117,12 +117,12 @@ impl MarginLoss {
         };
 
         // C2's softmax sum relative to C1's: C1's mass outside the hits plus C2's hit terms.
-        let hit_terms: f64 = hits
+        let hit_terms: Vec<f64> = hits
             .iter()
             .zip(c2)
             .map(|(&column, &cos)| (logit(column, f64::from(cos)) - lse1).exp())
-            .sum();
-        let ratio = stats.outside_mass + hit_terms;
+            .collect();
+        let ratio = stats.outside_mass + hit_terms.iter().sum::<f64>();
         let lse2 = lse1 + ratio.ln();
         let r = 1.0 / ratio;
 
@@ -132,22 +132,23 @@ impl MarginLoss {
         out.rescale[row] = r as f32;
 
         // Gradient of the mean cross-entropy: (p - onehot) s / rows, times the target slope.
+        // C2's softmax p of a column is its term relative to C1's sum, times r.
         let weight = scale / pooled as f64;
-        let grad = |column: usize, cos: f64, lse: f64| {
-            let p = (logit(column, cos) - lse).exp();
+        let grad = |column: usize, cos: f64, p: f64| {
             if column == stats.target {
                 weight * (p - 1.0) * self.target_slope(cos)
             } else {
                 weight * p
             }
         };
-        for (j, &column) in hits.iter().enumerate() {
-            let g2 = grad(column, f64::from(c2[j]), lse2);
+        for (j, (&column, term)) in hits.iter().zip(hit_terms).enumerate() {
+            let g2 = grad(column, f64::from(c2[j]), term * r);
             out.set_hit_grad(row, j, g2);
             out.add(row, column, g2);
         }
         if target_hit.is_none() {
-            out.add(row, stats.target, grad(stats.target, stats.target_cos, lse2));
+            let p = (logit(stats.target, stats.target_cos) - lse2).exp();
+            out.add(row, stats.target, grad(stats.target, stats.target_cos, p));
         }
     }
 
@@ -225,61 +226,30 @@ struct PooledRow {
     outside_mass: f64,
 }
 
-/// Accumulator of a [`SecondMatrix`], which adds a column the first time a row uses it.
+/// Accumulator of a [`SecondMatrix`].
 struct SecondBuilder {
-    rows: usize,
     /// Number of hit slots, the width of `hit_grad`.
     h: usize,
     loss: f64,
     rescale: Vec<f32>,
-    column_of: HashMap<usize, usize>,
-    columns: Vec<usize>,
-    /// G2 entries as (row, position in `columns`, value).
-    entries: Vec<(usize, usize, f64)>,
+    entries: Vec<(usize, usize, f32)>,
     hit_grad: Vec<f32>,
 }
 
 impl SecondBuilder {
-    fn new(rows: usize, h: usize) -> Self {
-        Self {
-            rows,
-            h,
-            loss: 0.0,
-            rescale: vec![0.0; rows],
-            column_of: HashMap::new(),
-            columns: Vec::new(),
-            entries: Vec::new(),
-            hit_grad: vec![0.0; rows * h],
-        }
-    }
-
     fn set_hit_grad(&mut self, row: usize, j: usize, value: f64) {
         self.hit_grad[row * self.h + j] = value as f32;
     }
 
     fn add(&mut self, row: usize, column: usize, value: f64) {
-        let next = self.columns.len();
-        let position = *self.column_of.entry(column).or_insert(next);
-        if position == next {
-            self.columns.push(column);
-        }
-        self.entries.push((row, position, value));
+        self.entries.push((row, column, value as f32));
     }
 
     fn finish(self) -> SecondMatrix {
-        let width = self.columns.len();
-        let mut grad = vec![0.0f32; self.rows * width];
-        let mut member = vec![0.0f32; self.rows * width];
-        for (row, position, value) in self.entries {
-            grad[row * width + position] += value as f32;
-            member[row * width + position] = 1.0;
-        }
         SecondMatrix {
             loss: self.loss as f32,
             rescale: self.rescale,
-            columns: self.columns,
-            grad,
-            member,
+            entries: self.entries,
             hit_grad: self.hit_grad,
         }
     }

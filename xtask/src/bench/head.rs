@@ -68,7 +68,7 @@ pub(crate) struct HeadArgs {
 
     /// Runs of every FFC process of the sweep, interleaved over N; the run with the median step
     /// time is reported. Repeats keep a slow spell of a shared machine from landing on one N.
-    #[arg(long, default_value_t = 3, value_name = "R")]
+    #[arg(long, default_value_t = 5, value_name = "R")]
     rounds: u32,
 
     /// Also write the sweep as JSON to this file.
