@@ -286,7 +286,7 @@ impl<B: Backend> GradMatrix<B> {
         }
     }
 
-    /// Overwrites the entries at `(row, column)` with `values`.
+    /// Overwrites the entries at `(row, column)` with `new_values`.
     pub(crate) fn assign(self, pairs: &[(usize, usize)], new_values: Vec<f32>) -> Self {
         if pairs.is_empty() {
             return self;
@@ -505,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn grad_matrix_reads_and_writes_alike_on_host_and_tensor() {
+    fn grad_matrix_host_matches_tensor() {
         let device = Default::default();
         let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
         let host = GradMatrix::<Inner>::Host { values: values.clone(), shape: [3, 5], device };

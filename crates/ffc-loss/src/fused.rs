@@ -35,7 +35,7 @@ pub(crate) struct FusedTerms {
     pub outliers: Option<(Vec<i64>, Vec<f32>)>,
 }
 
-/// What one row leaves besides its gradient.
+/// Per-row result besides the gradient.
 enum RowResult {
     Pooled(RowValues),
     /// The positions of the row's `top` largest cosines, descending.
@@ -44,7 +44,7 @@ enum RowResult {
 
 impl MarginLoss {
     /// Computes what `tensor_terms` computes, from the row-major `[rows, n_slots]` cosines.
-    /// `labels` holds each row's slot, or -1 for an outlier row.
+    /// `labels` contains each row's slot, or -1 for an outlier row.
     pub(crate) fn fused_terms(
         &self,
         cos: &[f32],
@@ -85,6 +85,7 @@ impl MarginLoss {
         let k = self.hard_negatives;
         let pooled_rows = labels.iter().filter(|&&label| label >= 0).count();
         let outlier_rows = labels.len() - pooled_rows;
+
         let (mut pooled_loss, mut outlier_loss) = (0.0f64, 0.0f64);
         let mut pooled = PooledTerms::default();
         let (mut top_columns, mut top_values) = (Vec::new(), Vec::new());
@@ -106,6 +107,7 @@ impl MarginLoss {
                 }
             }
         }
+
         let mut loss = 0.0;
         if pooled_rows > 0 {
             loss += pooled_loss / pooled_rows as f64;
@@ -121,7 +123,7 @@ impl MarginLoss {
         }
     }
 
-    /// Writes the top-k penalty's gradient of one outlier row into `out`, which holds zeros:
+    /// Writes the top-k penalty's gradient of one outlier row into `out`, which contains zeros:
     /// `1 / (outliers k)` on each of the k largest cosines that is positive. Returns the
     /// positions of the `top` largest cosines, descending.
     fn penalty_row(&self, row: &[f32], out: &mut [f32], top: usize, outliers: usize) -> Vec<usize> {
@@ -136,7 +138,7 @@ impl MarginLoss {
     }
 
     /// Writes the gradient of one row into `out` and returns its loss and softmax values.
-    /// `outside` holds 1 for the columns outside the hit slots and 0 for the hit slots.
+    /// `outside` is 1 in the columns outside the hit slots and 0 in the hit slots.
     ///
     /// On x86-64 CPUs with AVX-512 or AVX2 the same code runs compiled for their sixteen- or
     /// eight-wide registers; the results are identical, since the order of every operation is
@@ -250,7 +252,7 @@ struct RowValues {
     outside_mass: f64,
 }
 
-/// The largest `logit(c)` over `row`, ignoring NaN.
+/// Returns the largest `logit(c)` over `row`, ignoring NaN.
 #[inline(always)]
 fn lane_max(row: &[f32], logit: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
@@ -266,7 +268,8 @@ fn lane_max(row: &[f32], logit: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().fold(tail_max, |m, &lane| m.max(lane))
 }
 
-/// `(sum of values, sum of values * mask)` in f64, from f32 lane sums over fixed blocks.
+/// Returns `(sum of values, sum of values * mask)` in f64, from f32 lane sums over fixed
+/// blocks.
 #[inline(always)]
 fn lane_sums(values: &[f32], mask: &[f32]) -> (f64, f64) {
     let (mut sum, mut masked) = (0.0f64, 0.0f64);
@@ -294,7 +297,8 @@ fn lane_sums(values: &[f32], mask: &[f32]) -> (f64, f64) {
     (sum, masked)
 }
 
-/// `e^x` within 2 ulp for x in [-87, 88], 0 below and `e^88` above; NaN stays NaN.
+/// Returns `e^x` within 2 ulp for x in [-87, 88], 0 below that range and `e^88` above it.
+/// NaN stays NaN.
 ///
 /// It writes x as `n ln 2 + r` with n an integer and |r| <= ln(2) / 2, subtracting `n ln 2` in
 /// two parts so that r keeps its precision, evaluates `e^r` with its Taylor series to degree 7

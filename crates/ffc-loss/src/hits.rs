@@ -51,7 +51,7 @@ pub(crate) struct SecondMatrix {
     pub loss: f32,
     /// r of every row: `exp(lse1 - lse2)` for a pooled row, 0 for an outlier row.
     pub rescale: Vec<f32>,
-    /// G2 on each row's M, as `(row, column, value)`; no `(row, column)` appears twice.
+    /// G2 on each row's M, as `(row, column, value)`. No `(row, column)` appears twice.
     pub entries: Vec<(usize, usize, f32)>,
     /// G2 in the hit columns, `[rows, h]` row-major.
     pub hit_grad: Vec<f32>,
