@@ -47,6 +47,9 @@ pub enum ResizeMode {
     /// Pad with replicated edge pixels (centred) up to the target size and aspect ratio, then
     /// shrink with bilinear filtering if the padded image is larger than the target.
     Pad,
+    /// Cut the largest centred region of the target aspect ratio, then resize it with bilinear
+    /// filtering. The border of the longer side is dropped, and nothing is stretched.
+    Crop,
 }
 
 /// Target size, channel order and normalisation of decoded images.
@@ -129,6 +132,14 @@ impl Preprocess {
                     imageops::resize(&padded, target.0, target.1, FilterType::Triangle)
                 }
             }
+            ResizeMode::Crop => {
+                let cropped = crop_to_aspect(&image, target);
+                if cropped.dimensions() == target {
+                    cropped
+                } else {
+                    imageops::resize(&cropped, target.0, target.1, FilterType::Triangle)
+                }
+            }
         }
     }
 
@@ -201,6 +212,23 @@ fn pad_to_aspect(image: &RgbImage, target: (u32, u32)) -> RgbImage {
         let source_y = y.saturating_sub(top).min(height - 1);
         *image.get_pixel(source_x, source_y)
     })
+}
+
+/// Cuts the largest centred region of `image` with the aspect ratio of `target`.
+fn crop_to_aspect(image: &RgbImage, target: (u32, u32)) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let (target_width, target_height) = (u64::from(target.0), u64::from(target.1));
+    // The crop keeps the full width or the full height, whichever limits the aspect ratio.
+    let height_for_width = u64::from(width) * target_height / target_width;
+    let (crop_width, crop_height) = if height_for_width <= u64::from(height) {
+        (width, height_for_width.max(1) as u32)
+    } else {
+        let width_for_height = u64::from(height) * target_width / target_height;
+        (width_for_height.max(1) as u32, height)
+    };
+    let left = (width - crop_width) / 2;
+    let top = (height - crop_height) / 2;
+    imageops::crop_imm(image, left, top, crop_width, crop_height).to_image()
 }
 
 #[cfg(test)]
@@ -278,6 +306,32 @@ mod tests {
         assert_eq!(padded.dimensions(), (40, 40));
         let orl = pad_to_aspect(&RgbImage::new(92, 112), (112, 112));
         assert_eq!(orl.dimensions(), (112, 112));
+    }
+
+    #[test]
+    fn crop_keeps_centred_region() {
+        let orl = crop_to_aspect(&RgbImage::new(92, 112), (32, 32));
+        assert_eq!(orl.dimensions(), (92, 92));
+        let wide = crop_to_aspect(&RgbImage::new(40, 20), (10, 10));
+        assert_eq!(wide.dimensions(), (20, 20));
+        let same = crop_to_aspect(&RgbImage::new(30, 20), (6, 4));
+        assert_eq!(same.dimensions(), (30, 20));
+    }
+
+    #[test]
+    fn crop_drops_the_border_rows() {
+        // A 2x4 image whose rows are 0, 100, 200, 250: the square crop keeps rows 1 and 2.
+        let mut image = GrayImage::new(2, 4);
+        for (y, value) in [0u8, 100, 200, 250].into_iter().enumerate() {
+            for x in 0..2 {
+                image.put_pixel(x, y as u32, Luma([value]));
+            }
+        }
+        let crop = Preprocess { resize: ResizeMode::Crop, ..preprocess(2, 2) };
+        let out = crop.decode(&png(&image.into()), false).unwrap();
+        let normalised = |value: f32| (value / 255.0 - 0.5) / 0.5;
+        assert_eq!(out[0], normalised(100.0), "top row");
+        assert_eq!(out[2], normalised(200.0), "bottom row");
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub struct TrainConfig {
     /// Pixel normalisation: "insightface" ((x/255-0.5)/0.5) or "reference" ((x-127.5)/128).
     #[serde(default)]
     pub normalization: Normalization,
-    /// Fitting of images of another size to `input_size`: "resize" or "pad".
+    /// Fitting of images of another size to `input_size`: "resize", "pad" or "crop".
     #[serde(default)]
     pub resize: ResizeMode,
     /// Random horizontal flips during training.
