@@ -66,8 +66,9 @@ pub(crate) struct HeadArgs {
     #[arg(long, default_value_t = 2, value_name = "W")]
     warmup: u32,
 
-    /// Runs of every FFC process of the sweep, interleaved over N; the run with the median step
-    /// time is reported. Repeats keep a slow spell of a shared machine from landing on one N.
+    /// Runs of every FFC process of the sweep, interleaved over N in alternating order; the run
+    /// with the median step time is reported. Repeats keep a slow spell of a shared machine from
+    /// landing on one N.
     #[arg(long, default_value_t = 5, value_name = "R")]
     rounds: u32,
 
@@ -195,9 +196,10 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
     };
 
     let mut rounds: Vec<Vec<FfcRecord>> = vec![Vec::new(); ids.len()];
-    for _ in 0..args.rounds {
-        for (runs, &n) in rounds.iter_mut().zip(&ids) {
-            runs.push(parse_ffc(&runner(head_argv("ffc", n, args.queue_size, args))?)?);
+    for round in 0..args.rounds {
+        for index in round_order(round, ids.len()) {
+            let argv = head_argv("ffc", ids[index], args.queue_size, args);
+            rounds[index].push(parse_ffc(&runner(argv)?)?);
         }
     }
     let mut sweep = Vec::new();
@@ -241,6 +243,13 @@ fn write_outputs(
         eprintln!("xtask: {}", check.line());
     }
     Ok(())
+}
+
+/// Returns the order in which round `round` (from 0) visits the `count` values of N: ascending in
+/// even rounds and descending in odd ones. The step time depends on the position in a round on a
+/// shared machine, so alternating keeps that effect from landing on one end of the sweep.
+fn round_order(round: u32, count: usize) -> Vec<usize> {
+    if round % 2 == 0 { (0..count).collect() } else { (0..count).rev().collect() }
 }
 
 /// Returns the run with the median step time (the upper one of an even count).
@@ -608,7 +617,8 @@ fn rounds_note(results: &HeadResults) -> String {
         .collect();
     format!(
         "\nThe FFC columns come from the round with the median step time of {rounds} rounds, run \
-         interleaved over N. FFC step time of every round, in ms: {}.\n",
+         interleaved over N: ascending in odd-numbered rounds and descending in even-numbered ones. \
+         FFC step time of every round, in ms: {}.\n",
         per_n.join("; ")
     )
 }
@@ -872,6 +882,14 @@ mod tests {
         assert!(checked_ids(&[]).unwrap_err().to_string().contains("empty"));
         assert!(checked_ids(&[0, 5]).unwrap_err().to_string().contains("contains 0"));
         assert!(checked_ids(&[5, 5]).unwrap_err().to_string().contains("lists 5 twice"));
+    }
+
+    #[test]
+    fn round_order_alternates() {
+        assert_eq!(round_order(0, 4), vec![0, 1, 2, 3]);
+        assert_eq!(round_order(1, 4), vec![3, 2, 1, 0]);
+        assert_eq!(round_order(2, 4), vec![0, 1, 2, 3]);
+        assert_eq!(round_order(1, 1), vec![0]);
     }
 
     #[test]
