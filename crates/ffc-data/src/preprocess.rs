@@ -120,26 +120,16 @@ impl Preprocess {
         if image.dimensions() == target {
             return image;
         }
-        match self.resize {
-            ResizeMode::Resize => {
-                imageops::resize(&image, target.0, target.1, FilterType::Triangle)
-            }
-            ResizeMode::Pad => {
-                let padded = pad_to_aspect(&image, target);
-                if padded.dimensions() == target {
-                    padded
-                } else {
-                    imageops::resize(&padded, target.0, target.1, FilterType::Triangle)
-                }
-            }
-            ResizeMode::Crop => {
-                let cropped = crop_to_aspect(&image, target);
-                if cropped.dimensions() == target {
-                    cropped
-                } else {
-                    imageops::resize(&cropped, target.0, target.1, FilterType::Triangle)
-                }
-            }
+        // Padding and cropping fix the aspect ratio first; every mode then resizes what is left.
+        let shaped = match self.resize {
+            ResizeMode::Resize => image,
+            ResizeMode::Pad => pad_to_aspect(&image, target),
+            ResizeMode::Crop => crop_to_aspect(&image, target),
+        };
+        if shaped.dimensions() == target {
+            shaped
+        } else {
+            imageops::resize(&shaped, target.0, target.1, FilterType::Triangle)
         }
     }
 

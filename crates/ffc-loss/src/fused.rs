@@ -140,9 +140,9 @@ impl MarginLoss {
     /// Writes the gradient of one row into `out` and returns its loss and softmax values.
     /// `outside` is 1 in the columns outside the hit slots and 0 in the hit slots.
     ///
-    /// On x86-64 CPUs with AVX-512 or AVX2 the same code runs compiled for their sixteen- or
-    /// eight-wide registers; the results are identical, since the order of every operation is
-    /// the same.
+    /// On x86-64 CPUs with AVX-512 or AVX2, the same code runs compiled for their sixteen- or
+    /// eight-wide registers. The results are identical, because every operation runs in the
+    /// same order.
     fn fused_row(
         &self,
         row: &[f32],
