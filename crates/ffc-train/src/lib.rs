@@ -9,12 +9,14 @@
 //! - [`trainer`]: the run loop with logs, evaluation and checkpoints;
 //! - [`checkpoint`]: atomic checkpoints and exact resume;
 //! - [`evaluate`]: verification on held-out folders and `.bin` packs;
-//! - [`device`]: the `--device` flag.
+//! - [`device`]: the `--device` flag;
+//! - [`memory`]: allocator settings of the binaries.
 
 pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod evaluate;
+pub mod memory;
 pub mod metrics;
 pub mod nets;
 pub mod schedule;

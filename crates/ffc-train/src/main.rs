@@ -104,6 +104,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ffc_train::memory::retain_freed_buffers();
     init_logging();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,12 +16,11 @@
 //! resident memory from the end of the setup (pool or weight filled) to the end of the run, so
 //! run one process per side and N.
 
-use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use anyhow::bail;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, ElementConversion, Tensor, TensorData};
+use burn::tensor::{Distribution, ElementConversion, Tensor};
 use clap::{Parser, Subcommand};
 use ffc_loss::{LossKind, MarginLoss, StepInputs, ffc_step, hard_negatives_for};
 use ffc_lru::LruState;
@@ -34,6 +33,9 @@ use serde_json::json;
 
 type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 type Inner = burn::backend::Flex;
+
+/// The CPU device of every measurement without `--device`.
+const CPU: burn::backend::flex::FlexDevice = burn::backend::flex::FlexDevice;
 
 const FEAT_DIM: usize = 512;
 const ID_PER_STEP: usize = 64;
@@ -90,6 +92,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    ffc_train::memory::retain_freed_buffers();
     match Cli::parse().command {
         Command::Head { side, ids, queue_size, per_pass, steps, warmup } => {
             let sizes = Sizes { ids, queue_size, per_pass, steps, warmup };
@@ -153,7 +156,7 @@ fn filled_pool(sizes: &Sizes, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<
     let q = sizes.queue_size;
     let held = sizes.ids.min(q);
     let labels = sample(rng, sizes.ids, held);
-    let device = Default::default();
+    let device = CPU;
     let queue = unit_rows::<Inner>(2 * q, &device).into_data().into_vec::<f32>().expect("f32");
     let state = PoolState {
         queue_size: q,
@@ -170,7 +173,7 @@ fn filled_pool(sizes: &Sizes, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<
 }
 
 fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
-    let device = Default::default();
+    let device = CPU;
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let mut pool = filled_pool(sizes, &mut rng)?;
     let peak_after_setup = reset_peak();
@@ -231,7 +234,7 @@ fn bare_products(pool: &ClassPool<Inner>, probes: &[Tensor<Inner, 2>]) -> f32 {
 }
 
 fn time_pool_update(pool: &mut ClassPool<Inner>, sizes: &Sizes, rng: &mut ChaCha8Rng) -> f64 {
-    let device = Default::default();
+    let device = CPU;
     let mut times = Vec::new();
     for _ in 0..sizes.steps.max(5) {
         let (labels, _) = step_labels(rng, sizes.ids, sizes.per_pass);
@@ -257,7 +260,7 @@ fn fc_head(sizes: &Sizes) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let device = Default::default();
+    let device = CPU;
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let loss = MarginLoss { hard_negatives: 1, ..loss(sizes.ids) };
     let mut weight = unit_rows::<Inner>(sizes.ids, &device);
@@ -324,7 +327,7 @@ fn train_throughput(
         bail!(device.not_compiled());
     }
     match device {
-        DeviceSpec::Cpu => run_train::<Ad>(network, batch_size, &Default::default(), steps, warmup),
+        DeviceSpec::Cpu => run_train::<Ad>(network, batch_size, &CPU, steps, warmup),
         #[cfg(feature = "wgpu")]
         DeviceSpec::Wgpu(index) => run_train::<burn::backend::Autodiff<burn::backend::Wgpu>>(
             network,
@@ -381,7 +384,6 @@ fn run_train<B: AutodiffBackend>(
         };
         let started = Instant::now();
         state.train_step(&config, &batch, 0.01, step + 1)?;
-        let _ = TensorData::new(vec![0f32], [1]);
         if step >= warmup {
             times.push(started.elapsed().as_secs_f64());
         }
@@ -442,9 +444,4 @@ fn read_status_kb(field: &str) -> Option<u64> {
 fn field_kb(text: &str, field: &str) -> Option<u64> {
     let line = text.lines().find(|line| line.starts_with(field))?;
     line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-#[allow(dead_code)]
-fn _queue_size_is_nonzero(q: usize) -> Option<NonZeroUsize> {
-    NonZeroUsize::new(q)
 }
