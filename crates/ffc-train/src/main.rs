@@ -104,8 +104,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    ffc_train::memory::retain_freed_buffers();
     init_logging();
+    if !ffc_train::memory::retain_freed_buffers() {
+        tracing::debug!("allocator thresholds unchanged: each step maps its large buffers anew");
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

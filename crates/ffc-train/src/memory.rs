@@ -1,7 +1,7 @@
 //! Allocator settings for the `ffc` and `ffc-bench` processes.
 //!
 //! Every pass of a training step allocates the same buffers again: the `[batch, Q]` cosine
-//! matrix, its gradient, and the backbone's activations. glibc serves blocks above its mmap
+//! matrix, its gradient, and the backbone's activations. glibc serves blocks at or above its mmap
 //! threshold with fresh mappings. That threshold starts at 128 KiB and rises up to 32 MiB as
 //! such blocks are freed. glibc also gives the top of its heap back to the kernel once more than
 //! twice the threshold is free there. Either way the next pass touches new pages, and the kernel
@@ -22,13 +22,14 @@ const TRIM_THRESHOLD: i32 = 256 << 20;
 
 /// Keeps freed buffers of up to 32 MiB in the process for reuse (see the module docs).
 ///
-/// Call it first in `main`, before any thread starts. It changes nothing on targets other than
-/// Linux with glibc, and returns false there or when glibc rejects a setting.
+/// Call it early in `main`, before any thread allocates. Returns whether both settings took
+/// effect: false on targets other than Linux with glibc, where it changes nothing, and false
+/// when glibc rejects a setting.
 pub fn retain_freed_buffers() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only sets allocator parameters, under glibc's arena lock. The
-        // parameters and values are the ones glibc documents for 64-bit targets.
+        // SAFETY: mallopt takes two integers and changes allocator parameters only. Both values
+        // lie within the ranges that mallopt(3) gives for 64-bit targets.
         #[allow(unsafe_code)]
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1

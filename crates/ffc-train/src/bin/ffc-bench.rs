@@ -92,7 +92,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    ffc_train::memory::retain_freed_buffers();
+    if !ffc_train::memory::retain_freed_buffers() {
+        eprintln!(
+            "ffc-bench: allocator thresholds unchanged (not glibc, or glibc rejected them); \
+             each pass maps its large buffers anew, unlike the runs on docs/benchmarks.md"
+        );
+    }
     match Cli::parse().command {
         Command::Head { side, ids, queue_size, per_pass, steps, warmup } => {
             let sizes = Sizes { ids, queue_size, per_pass, steps, warmup };
