@@ -6,7 +6,7 @@
 //! computes the loss and `dL/dC` directly with a handful of passes over the matrix.
 //! [`MarginLoss::forward`] stays the reference: tests compare both on random inputs.
 
-use burn::tensor::IndexingUpdateOp::{self, Add};
+use burn::tensor::IndexingUpdateOp::Add;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
@@ -29,19 +29,32 @@ impl MarginLoss {
         cos_theta: Tensor<B, 2>,
         labels: &[i64],
     ) -> (f32, Tensor<B, 2>) {
-        let terms = self.loss_terms(cos_theta, labels, self.hard_negatives, &[]);
-        (terms.loss, terms.grad.into_tensor())
+        let [batch_size, n_slots] = cos_theta.dims();
+        self.check(batch_size, n_slots, labels);
+        #[cfg(feature = "flex")]
+        {
+            let fused = crate::host::with_flex_values(&cos_theta, |values| {
+                self.fused_terms(values, n_slots, labels, None)
+            });
+            if let Some(fused) = fused {
+                let grad = TensorData::new(fused.grad, [batch_size, n_slots]);
+                return (fused.loss, Tensor::from_data(grad, &cos_theta.device()));
+            }
+        }
+        let terms = self.tensor_terms(cos_theta, labels, self.hard_negatives, &[]);
+        (terms.loss, terms.grad)
     }
 
-    /// [`value_and_grad`](Self::value_and_grad), keeping the per-row values that the second
-    /// cosine matrix of a pass is scored from (see `crate::hits`).
+    /// Computes the loss and gradient of [`value_and_grad`](Self::value_and_grad) with tensor
+    /// operations, keeping the per-row values that the second cosine matrix of a pass is scored
+    /// from (see `crate::hits`). The CPU backend runs one loop per row instead (`crate::fused`).
     ///
     /// `top` (at least k) is how many of the largest cosines of every outlier row to return;
     /// the loss uses the first k of them. `hits` are the slots whose columns C2 changes.
     ///
     /// # Shapes
     /// As [`value_and_grad`](Self::value_and_grad).
-    pub(crate) fn loss_terms<B: Backend>(
+    pub(crate) fn tensor_terms<B: Backend>(
         &self,
         cos_theta: Tensor<B, 2>,
         labels: &[i64],
@@ -49,39 +62,7 @@ impl MarginLoss {
         hits: &[usize],
     ) -> LossTerms<B> {
         let [batch_size, n_slots] = cos_theta.dims();
-        self.check(batch_size, n_slots, labels);
         debug_assert!(top >= self.hard_negatives && top <= n_slots, "top {top} out of range");
-        #[cfg(feature = "flex")]
-        {
-            let fused = crate::host::with_flex_values(&cos_theta, |values| {
-                self.fused_terms(values, n_slots, labels, top, hits)
-            });
-            if let Some(fused) = fused {
-                return LossTerms {
-                    loss: fused.loss,
-                    grad: GradMatrix::Host {
-                        values: fused.grad,
-                        shape: [batch_size, n_slots],
-                        device: cos_theta.device(),
-                    },
-                    pooled: fused.pooled,
-                    outliers: fused.outliers,
-                };
-            }
-        }
-        self.tensor_terms(cos_theta, labels, top, hits)
-    }
-
-    /// [`loss_terms`](Self::loss_terms) with tensor operations, for every backend but the
-    /// CPU's, which runs one loop per row instead (`crate::fused`).
-    fn tensor_terms<B: Backend>(
-        &self,
-        cos_theta: Tensor<B, 2>,
-        labels: &[i64],
-        top: usize,
-        hits: &[usize],
-    ) -> LossTerms<B> {
-        let [batch_size, n_slots] = cos_theta.dims();
         let device = cos_theta.device();
         let (pooled, targets, outliers) = split_rows(labels);
 
@@ -107,12 +88,7 @@ impl MarginLoss {
             let columns = index.into_data().convert::<i64>().into_vec().expect("i64 after convert");
             outlier_top = Some((columns, host_values(values)));
         }
-        LossTerms {
-            loss,
-            grad: GradMatrix::Tensor(grad),
-            pooled: pooled_terms,
-            outliers: outlier_top,
-        }
+        LossTerms { loss, grad, pooled: pooled_terms, outliers: outlier_top }
     }
 
     /// Mean cross-entropy of the margin logits and its gradient, for pooled rows.
@@ -237,80 +213,12 @@ pub(crate) struct LossTerms<B: Backend> {
     /// The loss, as [`MarginLoss::value_and_grad`] returns it.
     pub loss: f32,
     /// `dL/d cos_theta`, `[batch_size, n_slots]`.
-    pub grad: GradMatrix<B>,
+    pub grad: Tensor<B, 2>,
     /// Values of the pooled rows, when there are any and hits were given.
     pub pooled: Option<PooledTerms>,
     /// For the outlier rows in row order: the columns and values of the largest cosines, in
     /// descending order, both `[outliers, top]`.
     pub outliers: Option<(Vec<i64>, Vec<f32>)>,
-}
-
-/// A `[rows, n_slots]` gradient, held where it was computed until it is multiplied into the
-/// probe gradient, so that the CPU backend can overwrite single entries in place. burn's
-/// `scatter_nd` copies the whole matrix on that backend.
-pub(crate) enum GradMatrix<B: Backend> {
-    /// Row-major values on the host.
-    Host { values: Vec<f32>, shape: [usize; 2], device: B::Device },
-    /// A backend tensor.
-    Tensor(Tensor<B, 2>),
-}
-
-impl<B: Backend> GradMatrix<B> {
-    /// Returns the matrix as a tensor.
-    pub(crate) fn into_tensor(self) -> Tensor<B, 2> {
-        match self {
-            Self::Host { values, shape, device } => {
-                Tensor::from_data(TensorData::new(values, shape), &device)
-            }
-            Self::Tensor(tensor) => tensor,
-        }
-    }
-
-    /// Returns the entries at `(row, column)`, in order.
-    pub(crate) fn entries(&self, pairs: &[(usize, usize)]) -> Vec<f32> {
-        match self {
-            Self::Host { values, shape, .. } => {
-                pairs.iter().map(|&(row, column)| values[row * shape[1] + column]).collect()
-            }
-            Self::Tensor(tensor) => {
-                let mut columns: Vec<usize> = pairs.iter().map(|&(_, column)| column).collect();
-                columns.sort_unstable();
-                columns.dedup();
-                let index: Vec<i64> = columns.iter().map(|&column| column as i64).collect();
-                let picked = tensor.clone().select(1, int_tensor::<B>(&index, &tensor.device()));
-                let picked = host_values(picked); // [rows, columns.len()]
-                let width = columns.len();
-                let at = |column| columns.binary_search(&column).expect("column was collected");
-                pairs.iter().map(|&(row, column)| picked[row * width + at(column)]).collect()
-            }
-        }
-    }
-
-    /// Overwrites the entries at `(row, column)` with `new_values`.
-    pub(crate) fn assign(self, pairs: &[(usize, usize)], new_values: Vec<f32>) -> Self {
-        if pairs.is_empty() {
-            return self;
-        }
-        match self {
-            Self::Host { mut values, shape, device } => {
-                for (&(row, column), value) in pairs.iter().zip(new_values) {
-                    values[row * shape[1] + column] = value;
-                }
-                Self::Host { values, shape, device }
-            }
-            Self::Tensor(tensor) => {
-                let device = tensor.device();
-                let flat: Vec<i64> =
-                    pairs.iter().flat_map(|&(row, column)| [row as i64, column as i64]).collect();
-                let count = pairs.len();
-                let index =
-                    Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [count, 2]), &device);
-                let new_values =
-                    Tensor::<B, 1>::from_data(TensorData::new(new_values, [count]), &device);
-                Self::Tensor(tensor.scatter_nd(index, new_values, IndexingUpdateOp::Assign))
-            }
-        }
-    }
 }
 
 /// Per-row values of the pooled rows, in row order, for scoring C2.
@@ -441,87 +349,37 @@ mod tests {
     #[test]
     fn fused_rows_match_tensor_rows() {
         let device = Default::default();
-        let labels = [3, -1, 0, 7, 7, -1, 11, 1];
-        let (top, hits) = (6, [1, 4, 7]);
-        for kind in [LossKind::Am, LossKind::Arc, LossKind::Sv] {
-            for margin in [0.5f32, 0.0] {
-                let loss = MarginLoss { kind, scale: 64.0, margin, sv_t: 1.2, hard_negatives: 3 };
-                let cos =
-                    Tensor::<Inner, 2>::random([8, 12], Distribution::Uniform(-0.9, 0.9), &device);
-                let values = cos.clone().into_data().into_vec::<f32>().unwrap();
-                let fused = loss.fused_terms(&values, 12, &labels, top, &hits);
-                let tensor = loss.tensor_terms(cos, &labels, top, &hits);
-                let label = format!("{kind:?} m={margin}");
-                assert!(
-                    close(fused.loss, tensor.loss),
-                    "{label}: {} vs {}",
-                    fused.loss,
-                    tensor.loss
-                );
-                let grad = tensor.grad.into_tensor().into_data().into_vec::<f32>().unwrap();
-                for (i, (&f, &t)) in fused.grad.iter().zip(&grad).enumerate() {
-                    assert!(close(f, t), "{label} grad[{i}]: {f} vs {t}");
-                }
-                assert_eq!(fused.outliers, tensor.outliers, "{label}: outliers' top columns");
-                let (fused, tensor) = (fused.pooled.unwrap(), tensor.pooled.unwrap());
-                let pairs = [
-                    (&fused.log_sum_exp, &tensor.log_sum_exp),
-                    (&fused.target_cos, &tensor.target_cos),
-                    (&fused.outside_mass, &tensor.outside_mass),
-                ];
-                for (f, t) in pairs {
-                    assert!(f.iter().zip(t).all(|(&a, &b)| close(a, b)), "{label}: {f:?} vs {t:?}");
+        let label_sets = [vec![3, -1, 0, 7, 7, -1, 11, 1], vec![-1, -1, -1], vec![2, 0, 2]];
+        for labels in &label_sets {
+            for kind in [LossKind::Am, LossKind::Arc, LossKind::Sv] {
+                for margin in [0.5f32, 0.0] {
+                    let loss =
+                        MarginLoss { kind, scale: 64.0, margin, sv_t: 1.2, hard_negatives: 3 };
+                    let shape = [labels.len(), 12];
+                    let cos = Tensor::<Inner, 2>::random(
+                        shape,
+                        Distribution::Uniform(-0.9, 0.9),
+                        &device,
+                    );
+                    let values = cos.clone().into_data().into_vec::<f32>().unwrap();
+                    let fused = loss.fused_terms(&values, 12, labels, None);
+                    let tensor = loss.tensor_terms(cos, labels, 3, &[]);
+                    let label = format!("{labels:?} {kind:?} m={margin}");
+                    assert!(
+                        close(fused.loss, tensor.loss),
+                        "{label}: {} vs {}",
+                        fused.loss,
+                        tensor.loss
+                    );
+                    let grad = tensor.grad.into_data().into_vec::<f32>().unwrap();
+                    for (i, (&f, &t)) in fused.grad.iter().zip(&grad).enumerate() {
+                        assert!(close(f, t), "{label} grad[{i}]: {f} vs {t}");
+                    }
+                    assert_eq!(fused.second_loss, 0.0, "{label}");
+                    assert!(fused.hit_grad.is_empty(), "{label}");
                 }
             }
         }
-    }
-
-    #[test]
-    fn fused_rows_without_pooled_or_outlier_rows() {
-        let device = Default::default();
-        let loss = MarginLoss {
-            kind: LossKind::Am,
-            scale: 32.0,
-            margin: 0.3,
-            sv_t: 1.2,
-            hard_negatives: 2,
-        };
-        for labels in [[-1, -1, -1], [2, 0, 2]] {
-            let cos = Tensor::<Inner, 2>::random([3, 5], Distribution::Uniform(-0.9, 0.9), &device);
-            let values = cos.clone().into_data().into_vec::<f32>().unwrap();
-            let fused = loss.fused_terms(&values, 5, &labels, 3, &[1]);
-            let tensor = loss.tensor_terms(cos, &labels, 3, &[1]);
-            assert!(
-                close(fused.loss, tensor.loss),
-                "{labels:?}: {} vs {}",
-                fused.loss,
-                tensor.loss
-            );
-            let grad = tensor.grad.into_tensor().into_data().into_vec::<f32>().unwrap();
-            assert!(fused.grad.iter().zip(&grad).all(|(&f, &t)| close(f, t)), "{labels:?}");
-            assert_eq!(fused.outliers, tensor.outliers, "{labels:?}");
-            assert_eq!(fused.pooled.is_some(), tensor.pooled.is_some(), "{labels:?}");
-        }
-    }
-
-    #[test]
-    fn grad_matrix_host_matches_tensor() {
-        let device = Default::default();
-        let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
-        let host = GradMatrix::<Inner>::Host { values: values.clone(), shape: [3, 5], device };
-        let tensor = GradMatrix::Tensor(Tensor::<Inner, 2>::from_data(
-            TensorData::new(values, [3, 5]),
-            &device,
-        ));
-        let pairs = [(2, 4), (0, 1), (1, 1), (2, 0)];
-        assert_eq!(host.entries(&pairs), vec![7.0, 0.5, 3.0, 5.0]);
-        assert_eq!(tensor.entries(&pairs), host.entries(&pairs));
-        let new_values = vec![-1.0, -2.0, -3.0, -4.0];
-        let host = host.assign(&pairs, new_values.clone()).into_tensor();
-        let tensor = tensor.assign(&pairs, new_values).into_tensor();
-        let host = host.into_data().into_vec::<f32>().unwrap();
-        assert_eq!(host, tensor.into_data().into_vec::<f32>().unwrap());
-        assert_eq!(&host[..6], &[0.0, -2.0, 1.0, 1.5, 2.0, 2.5]);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! `[rows, Q]` cosine matrix, each allocating its result, and gathers the pooled and the outlier
 //! rows into matrices of their own. On the host a pooled row takes four passes, all of which the
 //! compiler vectorises: the largest logit, the exponentials, their sums, and the scaling into
-//! the gradient. An outlier row takes one pass that keeps its largest cosines.
+//! the gradient. An outlier row takes one pass that keeps its largest cosines. In a pass with
+//! hit slots the same loop also scores the row of C2 (`crate::hits`) between the sums and the
+//! scaling, so the row is read and written while it is in cache.
 //!
 //! The exponential is a polynomial (see [`exp`]) rather than the C library's scalar `expf`,
 //! which cannot be vectorised. Sums run in [`LANES`] independent f32 lanes over blocks of
@@ -13,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use crate::analytic::PooledTerms;
+use crate::hits::PooledRow;
 use crate::margin::{LossKind, MarginLoss};
 
 /// Independent accumulators of the row sums, a multiple of every SIMD width in use.
@@ -22,105 +24,181 @@ const LANES: usize = 16;
 /// Entries summed in f32 before the block sum joins the f64 total.
 const BLOCK: usize = 512;
 
-/// [`crate::analytic::LossTerms`] on the host.
-pub(crate) struct FusedTerms {
-    /// The loss: the pooled rows' mean cross-entropy plus the outlier rows' penalty.
-    pub loss: f32,
-    /// `dL/d cos`, `[rows, n_slots]` row-major.
-    pub grad: Vec<f32>,
-    /// Per-row values of the pooled rows, when there are any and hits were given.
-    pub pooled: Option<PooledTerms>,
-    /// Columns and values of the `top` largest cosines of every outlier row, descending,
-    /// `[outliers, top]` row-major; `None` without outlier rows.
-    pub outliers: Option<(Vec<i64>, Vec<f32>)>,
+/// The second cosine matrix of a pass where it differs from the first.
+pub(crate) struct HitColumns<'a> {
+    /// The hit slots, sorted.
+    pub hits: &'a [usize],
+    /// C2 in the hit columns, `[rows, h]` row-major.
+    pub c2: &'a [f32],
 }
 
-/// Per-row result besides the gradient.
-enum RowResult {
-    Pooled(RowValues),
-    /// The positions of the row's `top` largest cosines, descending.
-    Outlier(Vec<usize>),
+/// The loss and gradient of one cosine matrix, or of both matrices of a pass with hits, on the
+/// host.
+pub(crate) struct FusedTerms {
+    /// loss(C1): the pooled rows' mean cross-entropy plus the outlier rows' penalty.
+    pub loss: f32,
+    /// loss(C2), 0 without hit columns.
+    pub second_loss: f32,
+    /// `dL/d cos` of C1 alone, or A of `crate::hits` with hit columns, `[rows, n_slots]`
+    /// row-major.
+    pub grad: Vec<f32>,
+    /// H of `crate::hits`, G2 in the hit columns, `[rows, h]` row-major; empty without them.
+    pub hit_grad: Vec<f32>,
+}
+
+/// One row's share of the losses, before the division by the number of rows.
+struct RowLoss {
+    /// Cross-entropy for a pooled row, the sum of its penalised cosines for an outlier row.
+    first: f64,
+    pooled: bool,
+    /// The row's share of loss(C2), already divided.
+    second: f64,
+}
+
+/// Inputs that every row of a pass shares.
+struct PassRows<'a> {
+    /// 1 outside the hit columns, 0 in them.
+    outside: Vec<f32>,
+    pooled: usize,
+    outliers: usize,
+    /// Largest cosines kept per outlier row: k, plus h with hit columns.
+    top: usize,
+    second: Option<&'a HitColumns<'a>>,
 }
 
 impl MarginLoss {
-    /// Computes what `tensor_terms` computes, from the row-major `[rows, n_slots]` cosines.
-    /// `labels` contains each row's slot, or -1 for an outlier row.
+    /// Scores the row-major `[rows, n_slots]` cosines C1, and with `second` the pass's C2 as
+    /// well. `labels` contains each row's slot, or -1 for an outlier row.
     pub(crate) fn fused_terms(
         &self,
         cos: &[f32],
         n_slots: usize,
         labels: &[i64],
-        top: usize,
-        hits: &[usize],
+        second: Option<&HitColumns<'_>>,
     ) -> FusedTerms {
+        let rows = labels.len();
         let pooled = labels.iter().filter(|&&label| label >= 0).count();
-        let outliers = labels.len() - pooled;
+        let h = second.map_or(0, |columns| columns.hits.len());
         let mut outside = vec![1.0f32; n_slots];
-        hits.iter().for_each(|&slot| outside[slot] = 0.0);
-        let mut grad = vec![0.0f32; labels.len() * n_slots];
+        second.iter().flat_map(|columns| columns.hits).for_each(|&slot| outside[slot] = 0.0);
+        let pass = PassRows {
+            outside,
+            pooled,
+            outliers: rows - pooled,
+            top: (self.hard_negatives + h).min(n_slots),
+            second,
+        };
+
+        let mut grad = vec![0.0f32; rows * n_slots];
+        // Every row needs a chunk of its own to zip with, even when h is 0.
+        let width = h.max(1);
+        let mut hit_grad = vec![0.0f32; rows * width];
         // Rows run in parallel; the sums below add them in row order, so the result does not
         // depend on the thread count.
-        let results: Vec<RowResult> = cos
+        let losses: Vec<RowLoss> = cos
             .par_chunks_exact(n_slots)
             .zip(grad.par_chunks_exact_mut(n_slots))
-            .zip(labels.par_iter())
-            .map(|((row, out), &label)| match usize::try_from(label) {
-                Ok(target) => RowResult::Pooled(self.fused_row(row, out, target, &outside, pooled)),
-                Err(_) => RowResult::Outlier(self.penalty_row(row, out, top, outliers)),
+            .zip(hit_grad.par_chunks_exact_mut(width))
+            .zip(labels.par_iter().enumerate())
+            .map(|(((row, out), hit_grad), (index, &label))| {
+                let c2 = second.map_or(&[][..], |columns| &columns.c2[index * h..(index + 1) * h]);
+                match usize::try_from(label) {
+                    Ok(target) => self.pooled_row(&pass, (row, out), target, (c2, hit_grad)),
+                    Err(_) => self.outlier_row(&pass, (row, out), (c2, hit_grad)),
+                }
             })
             .collect();
-        self.collect_rows(cos, n_slots, labels, results, !hits.is_empty(), grad)
+        hit_grad.truncate(rows * h);
+        let (loss, second_loss) = self.add_rows(&losses);
+        FusedTerms { loss, second_loss, grad, hit_grad }
     }
 
-    /// Adds up the rows' losses in row order and gathers their per-row values.
-    fn collect_rows(
-        &self,
-        cos: &[f32],
-        n_slots: usize,
-        labels: &[i64],
-        results: Vec<RowResult>,
-        keep_pooled: bool,
-        grad: Vec<f32>,
-    ) -> FusedTerms {
-        let k = self.hard_negatives;
-        let pooled_rows = labels.iter().filter(|&&label| label >= 0).count();
-        let outlier_rows = labels.len() - pooled_rows;
-
-        let (mut pooled_loss, mut outlier_loss) = (0.0f64, 0.0f64);
-        let mut pooled = PooledTerms::default();
-        let (mut top_columns, mut top_values) = (Vec::new(), Vec::new());
-        for ((result, row), &label) in
-            results.into_iter().zip(cos.chunks_exact(n_slots)).zip(labels)
-        {
-            match result {
-                RowResult::Pooled(value) => {
-                    pooled_loss += value.loss;
-                    pooled.log_sum_exp.push(value.log_sum_exp as f32);
-                    pooled.target_cos.push(row[label as usize]);
-                    pooled.outside_mass.push(value.outside_mass as f32);
-                }
-                RowResult::Outlier(columns) => {
-                    outlier_loss +=
-                        columns[..k].iter().map(|&c| f64::from(row[c].max(0.0))).sum::<f64>();
-                    top_values.extend(columns.iter().map(|&c| row[c]));
-                    top_columns.extend(columns.into_iter().map(|c| c as i64));
-                }
+    /// Adds up the rows' losses in row order: `(loss(C1), loss(C2))`.
+    fn add_rows(&self, losses: &[RowLoss]) -> (f32, f32) {
+        let pooled_rows = losses.iter().filter(|row| row.pooled).count();
+        let outlier_rows = losses.len() - pooled_rows;
+        let (mut pooled_loss, mut outlier_loss, mut second) = (0.0f64, 0.0f64, 0.0f64);
+        for row in losses {
+            if row.pooled {
+                pooled_loss += row.first;
+            } else {
+                outlier_loss += row.first;
             }
+            second += row.second;
         }
-
         let mut loss = 0.0;
         if pooled_rows > 0 {
             loss += pooled_loss / pooled_rows as f64;
         }
         if outlier_rows > 0 {
-            loss += outlier_loss / (outlier_rows * k) as f64;
+            loss += outlier_loss / (outlier_rows * self.hard_negatives) as f64;
         }
-        FusedTerms {
-            loss: loss as f32,
-            grad,
-            pooled: (keep_pooled && pooled_rows > 0).then_some(pooled),
-            outliers: (outlier_rows > 0).then_some((top_columns, top_values)),
+        (loss as f32, second as f32)
+    }
+
+    /// Scores one pooled row into `out`: G1, or A with hit columns (see `crate::hits`).
+    fn pooled_row(
+        &self,
+        pass: &PassRows<'_>,
+        (row, out): (&[f32], &mut [f32]),
+        target: usize,
+        (c2, hit_grad): (&[f32], &mut [f32]),
+    ) -> RowLoss {
+        let mut second = None;
+        let values = self.fused_row((row, out), target, &pass.outside, pass.pooled, |values| {
+            let columns = pass.second?;
+            let stats = PooledRow {
+                target,
+                log_sum_exp: values.log_sum_exp,
+                target_cos: f64::from(row[target]),
+                outside_mass: values.outside_mass,
+            };
+            let row_second = self.pooled_second(columns.hits, &stats, c2, pass.pooled, hit_grad);
+            let rescale = row_second.rescale;
+            second = Some(row_second);
+            Some(rescale)
+        });
+        let Some(second) = second else {
+            return RowLoss { first: values.loss, pooled: true, second: 0.0 };
+        };
+        // Set M's entries to G1 + G2, or to G1 in the hit columns. G1 is computed again as
+        // pass 4 of `fused_row` would have written it, because `out` now contains (1 + r) G1.
+        let hits = pass.second.map_or(&[][..], |columns| columns.hits);
+        for &(column, grad2) in &second.entries {
+            let grad1 = if column == target {
+                values.target_grad
+            } else {
+                f64::from(exp(self.scale * row[column] - values.max) * values.factor)
+            };
+            let grad2 = if hits.binary_search(&column).is_ok() { 0.0 } else { grad2 };
+            out[column] = (grad1 + grad2) as f32;
         }
+        RowLoss { first: values.loss, pooled: true, second: second.loss }
+    }
+
+    /// Scores one outlier row into `out`: G1, or A with hit columns (see `crate::hits`).
+    fn outlier_row(
+        &self,
+        pass: &PassRows<'_>,
+        (row, out): (&[f32], &mut [f32]),
+        (c2, hit_grad): (&[f32], &mut [f32]),
+    ) -> RowLoss {
+        let k = self.hard_negatives;
+        let columns = self.penalty_row(row, out, pass.top, pass.outliers);
+        let first = columns[..k].iter().map(|&c| f64::from(row[c].max(0.0))).sum::<f64>();
+        let Some(hit_columns) = pass.second else {
+            return RowLoss { first, pooled: false, second: 0.0 };
+        };
+        let hits = hit_columns.hits;
+        let top = columns.iter().map(|&column| (column, row[column]));
+        let second = self.outlier_second(hits, top, c2, pass.outliers, hit_grad);
+        // r is 0, so A is G1 with M's entries set to G1 + G2, or to G1 in the hit columns.
+        for &(column, grad2) in &second.entries {
+            if hits.binary_search(&column).is_err() {
+                out[column] += grad2 as f32;
+            }
+        }
+        RowLoss { first, pooled: false, second: second.loss }
     }
 
     /// Writes the top-k penalty's gradient of one outlier row into `out`, which contains zeros:
@@ -140,31 +218,36 @@ impl MarginLoss {
     /// Writes the gradient of one row into `out` and returns its loss and softmax values.
     /// `outside` is 1 in the columns outside the hit slots and 0 in the hit slots.
     ///
+    /// `rescale` runs once the row's softmax sum is known and may return an r: every entry is
+    /// then written as `(1 + r)` times its gradient, the target's included.
+    ///
     /// On x86-64 CPUs with AVX-512 or AVX2, the same code runs compiled for their sixteen- or
     /// eight-wide registers. The results are identical, because every operation runs in the
     /// same order.
     fn fused_row(
         &self,
-        row: &[f32],
-        out: &mut [f32],
+        (row, out): (&[f32], &mut [f32]),
         target: usize,
         outside: &[f32],
         rows: usize,
+        rescale: impl FnOnce(&RowValues) -> Option<f64>,
     ) -> RowValues {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F, checked on the line above.
                 #[allow(unsafe_code)]
-                return unsafe { self.fused_row_avx512(row, out, target, outside, rows) };
+                return unsafe {
+                    self.fused_row_avx512((row, out), target, outside, rows, rescale)
+                };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked on the line above.
                 #[allow(unsafe_code)]
-                return unsafe { self.fused_row_avx2(row, out, target, outside, rows) };
+                return unsafe { self.fused_row_avx2((row, out), target, outside, rows, rescale) };
             }
         }
-        self.fused_row_body(row, out, target, outside, rows)
+        self.fused_row_body((row, out), target, outside, rows, rescale)
     }
 
     /// [`fused_row`](Self::fused_row) compiled for AVX-512.
@@ -172,13 +255,13 @@ impl MarginLoss {
     #[target_feature(enable = "avx512f")]
     fn fused_row_avx512(
         &self,
-        row: &[f32],
-        out: &mut [f32],
+        row_out: (&[f32], &mut [f32]),
         target: usize,
         outside: &[f32],
         rows: usize,
+        rescale: impl FnOnce(&RowValues) -> Option<f64>,
     ) -> RowValues {
-        self.fused_row_body(row, out, target, outside, rows)
+        self.fused_row_body(row_out, target, outside, rows, rescale)
     }
 
     /// [`fused_row`](Self::fused_row) compiled for AVX2.
@@ -186,24 +269,24 @@ impl MarginLoss {
     #[target_feature(enable = "avx2")]
     fn fused_row_avx2(
         &self,
-        row: &[f32],
-        out: &mut [f32],
+        row_out: (&[f32], &mut [f32]),
         target: usize,
         outside: &[f32],
         rows: usize,
+        rescale: impl FnOnce(&RowValues) -> Option<f64>,
     ) -> RowValues {
-        self.fused_row_body(row, out, target, outside, rows)
+        self.fused_row_body(row_out, target, outside, rows, rescale)
     }
 
     /// The body of [`fused_row`](Self::fused_row), inlined into each compiled version.
     #[inline(always)]
     fn fused_row_body(
         &self,
-        row: &[f32],
-        out: &mut [f32],
+        (row, out): (&[f32], &mut [f32]),
         target: usize,
         outside: &[f32],
         rows: usize,
+        rescale: impl FnOnce(&RowValues) -> Option<f64>,
     ) -> RowValues {
         let scale = self.scale;
         let g = f64::from(row[target]);
@@ -227,9 +310,19 @@ impl MarginLoss {
         let (sum, outside_sum) = lane_sums(out, outside);
         let log_sum_exp = f64::from(max) + sum.ln();
         let p_target = f64::from(out[target]) / sum;
+        let weight = f64::from(scale) / rows as f64;
+        let values = RowValues {
+            loss: log_sum_exp - target_logit,
+            log_sum_exp,
+            outside_mass: outside_sum / sum,
+            max,
+            factor: (weight / sum) as f32,
+            target_grad: weight * (p_target - 1.0) * self.target_slope(g),
+        };
+        let amplify = 1.0 + rescale(&values).unwrap_or(0.0);
 
-        // Pass 4: (p / rows) s for every entry, times t for SV's re-weighted ones.
-        let factor = (f64::from(scale) / rows as f64 / sum) as f32;
+        // Pass 4: (1 + r) (p / rows) s for every entry, times t for SV's re-weighted ones.
+        let factor = (weight / sum * amplify) as f32;
         if sv {
             let weighted = factor * t;
             for (z, &c) in out.iter_mut().zip(row) {
@@ -238,10 +331,8 @@ impl MarginLoss {
         } else {
             out.iter_mut().for_each(|z| *z *= factor);
         }
-        let target_grad = f64::from(scale) / rows as f64 * (p_target - 1.0) * self.target_slope(g);
-        out[target] = target_grad as f32;
-
-        RowValues { loss: log_sum_exp - target_logit, log_sum_exp, outside_mass: outside_sum / sum }
+        out[target] = (values.target_grad * amplify) as f32;
+        values
     }
 }
 
@@ -249,7 +340,14 @@ impl MarginLoss {
 struct RowValues {
     loss: f64,
     log_sum_exp: f64,
+    /// Softmax mass outside the hit columns.
     outside_mass: f64,
+    /// The largest logit, which every exponential is taken relative to.
+    max: f32,
+    /// `(s / rows) / sum`: an entry's exponential times this is its gradient.
+    factor: f32,
+    /// The target entry's gradient.
+    target_grad: f64,
 }
 
 /// Returns the largest `logit(c)` over `row`, ignoring NaN.

@@ -12,7 +12,7 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use ffc_pool::{ClassPool, PassInsertion};
 
 use crate::analytic::host_values;
-use crate::hits::FirstMatrix;
+use crate::hits::PairTerms;
 use crate::{LossKind, MarginLoss};
 
 /// Record of one pass, for logs and tests.
@@ -160,58 +160,36 @@ fn score_from_c1<B: Backend>(
     hit_slots: &[usize],
     probe_slots: &[i64],
 ) -> (f32, Tensor<B, 2>) {
+    score_pair(pool, loss, probe, hit_slots, probe_slots, MarginLoss::pair_terms)
+}
+
+/// Scores C2's loss and gradient with `pair_terms`.
+type PairFn<B> = fn(&MarginLoss, Tensor<B, 2>, &[i64], &[usize], &[f32]) -> PairTerms<B>;
+
+/// [`score_from_c1`] with the scoring of both matrices given.
+fn score_pair<B: Backend>(
+    pool: &ClassPool<B>,
+    loss: &MarginLoss,
+    probe: Tensor<B, 2>,
+    hit_slots: &[usize],
+    probe_slots: &[i64],
+    pair_terms: PairFn<B>,
+) -> (f32, Tensor<B, 2>) {
     let [n, _] = probe.dims();
-    let h = hit_slots.len();
     let device = probe.device();
     let row0 = pool.row0(); // [Q, D]
     let c1 = probe.clone().matmul(row0.clone().transpose()); // [n, Q]
 
     // Stage 1: C2's hit columns, which score queue row 1 of the hit slots.
     let row1_hits = pool.rows_of(1, hit_slots); // [h, D]
-    let c2_hits = probe.matmul(row1_hits.clone().transpose()); // [n, h]
+    let c2_hits = host_values(probe.matmul(row1_hits.clone().transpose())); // [n, h]
 
-    // Stage 2: C1's loss and gradient, keeping what C2 is scored from.
-    let top = (loss.hard_negatives + h).min(pool.queue_size());
-    let terms = loss.loss_terms(c1, probe_slots, top, hit_slots);
-    let pooled = terms.pooled.unwrap_or_default();
-    let (top_columns, top_values) = terms.outliers.unwrap_or_default();
-    let c2_hits = host_values(c2_hits);
+    // Stage 2: both losses, and their gradient as the parts that multiply row 0 and row 1.
+    let terms = pair_terms(loss, c1, probe_slots, hit_slots, &c2_hits);
 
-    // Stage 3: C2 on the host.
-    let second = loss.second_matrix(&FirstMatrix {
-        labels: probe_slots,
-        hits: hit_slots,
-        c2_hits: &c2_hits,
-        log_sum_exp: &pooled.log_sum_exp,
-        target_cos: &pooled.target_cos,
-        outside_mass: &pooled.outside_mass,
-        top_columns: &top_columns,
-        top_values: &top_values,
-        top,
-    });
-
-    // Stage 4: dL/dP = G1 W0 + G2 W~ = diag(1 + r) T W0 + G2[:, hits] W1[hits], where T is G1
-    // with the entries of each row's M set to (G1 + G2) / (1 + r), or to G1 / (1 + r) in the
-    // hit columns, whose G2 multiplies row 1 instead of row 0. The entries are overwritten
-    // rather than corrected by adding, because a large r would amplify rounding in G1.
-    let pairs: Vec<(usize, usize)> =
-        second.entries.iter().map(|&(row, column, _)| (row, column)).collect();
-    let grad1 = terms.grad.entries(&pairs);
-    let new_values = second
-        .entries
-        .iter()
-        .zip(grad1)
-        .map(|(&(row, column, grad2), grad1)| {
-            let grad2 = if hit_slots.binary_search(&column).is_ok() { 0.0 } else { grad2 };
-            (grad1 + grad2) / (1.0 + second.rescale[row])
-        })
-        .collect();
-    let total = terms.grad.assign(&pairs, new_values).into_tensor(); // [n, Q]
-    let factor =
-        float_tensor::<B>(second.rescale.iter().map(|r| 1.0 + r).collect(), [n, 1], &device);
-    let hit_grad = float_tensor::<B>(second.hit_grad, [n, h], &device);
-    let grad_probe = total.matmul(row0) * factor + hit_grad.matmul(row1_hits);
-    (terms.loss + second.loss, grad_probe)
+    // Stage 3: dL/dP = A W0 + H W1[hits].
+    let hit_grad = float_tensor::<B>(terms.hit_grad, [n, hit_slots.len()], &device);
+    (terms.loss, terms.grad.matmul(row0) + hit_grad.matmul(row1_hits))
 }
 
 /// [`score`] for a pass with hits, building C2 in full. SV takes this path: its re-weighting
@@ -294,14 +272,15 @@ mod tests {
     type ScoreFn =
         fn(&ClassPool<B>, &MarginLoss, Tensor<B, 2>, &[usize], &[i64]) -> (f32, Tensor<B, 2>);
 
-    /// Runs one journaled pass and scores it both ways.
-    fn both_ways(
+    /// Runs one journaled pass and scores it three ways: from C1 on the host, from C1 with the
+    /// tensor path of the other backends, and densely.
+    fn three_ways(
         pool: &mut ClassPool<B>,
         loss: &MarginLoss,
         gallery_labels: &[u64],
         probe_labels: &[u64],
         probe: Tensor<B, 2>,
-    ) -> ((f32, Vec<f32>), (f32, Vec<f32>)) {
+    ) -> [(f32, Vec<f32>); 3] {
         let dim = pool.feat_dim();
         let gallery = features(gallery_labels.len(), dim, 11);
         let (insertion, journal) = pool.insert_journaled(gallery_labels, gallery);
@@ -312,9 +291,20 @@ mod tests {
                 f(pool, loss, probe.clone(), &insertion.hit_slots, &slots);
             (value, grad.into_data().into_vec::<f32>().unwrap())
         };
-        let result = (run(score_from_c1), run(score_dense));
+        let result = [run(score_from_c1), run(score_from_c1_tensor), run(score_dense)];
         pool.rollback(journal);
         result
+    }
+
+    /// [`score_from_c1`] as the backends other than the CPU's run it.
+    fn score_from_c1_tensor(
+        pool: &ClassPool<B>,
+        loss: &MarginLoss,
+        probe: Tensor<B, 2>,
+        hit_slots: &[usize],
+        probe_slots: &[i64],
+    ) -> (f32, Tensor<B, 2>) {
+        score_pair(pool, loss, probe, hit_slots, probe_slots, MarginLoss::tensor_pair_terms)
     }
 
     fn assert_close(
@@ -359,8 +349,10 @@ mod tests {
         for loss in losses() {
             let mut pool = pool(case.queue, case.dim, case.filled);
             let probe = features(case.probes.len(), case.dim, case.probe_seed);
-            let (fast, dense) = both_ways(&mut pool, &loss, case.gallery, case.probes, probe);
-            assert_close(&format!("{} {loss:?}", case.name), &fast, &dense);
+            let [host, tensor, dense] =
+                three_ways(&mut pool, &loss, case.gallery, case.probes, probe);
+            assert_close(&format!("{} {loss:?}", case.name), &host, &dense);
+            assert_close(&format!("{} {loss:?}, tensor path", case.name), &tensor, &dense);
         }
     }
 

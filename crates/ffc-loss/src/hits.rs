@@ -13,74 +13,181 @@
 //!   hit columns of C2. G2 is zero outside the k columns picked, so r = 0.
 //!
 //! So G2 equals `r G1` outside a small set M of columns per row: the hit columns and the target
-//! column of a pooled row, the picked columns of an outlier row. This module computes the loss
-//! of C2, r, and G2 on M on the host, and [`crate::head`] turns them into the probe gradient.
+//! column of a pooled row, the picked columns of an outlier row. The probe gradient is
+//! `G1 W0 + G2 W~`, where W~ is row 0 with row 1 in the hit slots. It equals
+//! `A W0 + H W1[hits]`, where H is G2 in the hit columns and A is `(1 + r) G1` with the entries
+//! of M set to `G1 + G2` (to G1 alone in the hit columns). [`MarginLoss::pair_terms`] returns
+//! the loss, A and H. It takes r and G2 on M from per-row values of C1 and from the `[rows, h]`
+//! hit columns of C2, on the host.
+//!
+//! On the CPU backend every row runs in one loop that scores both matrices (`crate::fused`). On
+//! the others C1 is scored with tensor operations, C2 row by row on the host, and M's entries
+//! are written into A with one scatter.
 //!
 //! SV re-weights every cosine above `g - m`, where g is the row's target cosine. When a target
 //! slot is hit, g differs between C1 and C2 and so can the re-weighting of every column; SV
 //! passes therefore take the dense path.
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+
+use crate::analytic::host_values;
 use crate::margin::{ARC_SIN_EPS, LossKind, MarginLoss};
 
-/// Values of C1's scoring, copied to the host, that C2 is scored from.
-pub(crate) struct FirstMatrix<'a> {
-    /// Slot label of every probe row, -1 for an outlier.
-    pub labels: &'a [i64],
-    /// The hit slots, sorted, in the column order of `c2_hits`.
-    pub hits: &'a [usize],
-    /// C2 in the hit columns, `[rows, h]` row-major.
-    pub c2_hits: &'a [f32],
-    /// Log-sum-exp of C1's scaled margin logits, one per pooled row, in row order.
-    pub log_sum_exp: &'a [f32],
-    /// C1's target cosine, one per pooled row, in row order.
-    pub target_cos: &'a [f32],
-    /// C1's softmax mass outside the hit columns, one per pooled row, in row order.
-    pub outside_mass: &'a [f32],
-    /// Columns of the `top` largest C1 cosines of every outlier row, descending, row-major.
-    pub top_columns: &'a [i64],
-    /// Values of the same cosines.
-    pub top_values: &'a [f32],
-    /// Entries per outlier row in `top_columns`, at least `k + h` or all slots.
-    pub top: usize,
-}
-
-/// C2's loss and gradient, relative to C1's gradient G1.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SecondMatrix {
-    /// loss(C2).
+/// Both losses of a pass with hits and their gradient; see the module docs.
+pub(crate) struct PairTerms<B: Backend> {
+    /// `loss(C1) + loss(C2)`.
     pub loss: f32,
-    /// r of every row: `exp(lse1 - lse2)` for a pooled row, 0 for an outlier row.
-    pub rescale: Vec<f32>,
-    /// G2 on each row's M, as `(row, column, value)`. No `(row, column)` appears twice.
-    pub entries: Vec<(usize, usize, f32)>,
-    /// G2 in the hit columns, `[rows, h]` row-major.
+    /// A, the gradient that multiplies queue row 0, `[rows, n_slots]`.
+    pub grad: Tensor<B, 2>,
+    /// H, G2 in the hit columns, `[rows, h]` row-major; it multiplies row 1 of the hit slots.
     pub hit_grad: Vec<f32>,
 }
 
+/// Values of C1's scoring, copied to the host, that C2 is scored from.
+struct FirstMatrix<'a> {
+    /// Slot label of every probe row, -1 for an outlier.
+    labels: &'a [i64],
+    /// The hit slots, sorted, in the column order of `c2_hits`.
+    hits: &'a [usize],
+    /// C2 in the hit columns, `[rows, h]` row-major.
+    c2_hits: &'a [f32],
+    /// Log-sum-exp of C1's scaled margin logits, one per pooled row, in row order.
+    log_sum_exp: &'a [f32],
+    /// C1's target cosine, one per pooled row, in row order.
+    target_cos: &'a [f32],
+    /// C1's softmax mass outside the hit columns, one per pooled row, in row order.
+    outside_mass: &'a [f32],
+    /// Columns of the `top` largest C1 cosines of every outlier row, descending, row-major.
+    top_columns: &'a [i64],
+    /// Values of the same cosines.
+    top_values: &'a [f32],
+    /// Entries per outlier row in `top_columns`, at least `k + h` or all slots.
+    top: usize,
+}
+
+/// C2's loss and gradient, relative to C1's gradient G1.
+struct SecondMatrix {
+    /// loss(C2).
+    loss: f32,
+    /// r of every row: `exp(lse1 - lse2)` for a pooled row, 0 for an outlier row.
+    rescale: Vec<f32>,
+    /// G2 on each row's M, as `(row, column, value)`. No `(row, column)` appears twice.
+    entries: Vec<(usize, usize, f32)>,
+    /// G2 in the hit columns, `[rows, h]` row-major.
+    hit_grad: Vec<f32>,
+}
+
 impl MarginLoss {
-    /// Scores C2 from the values C1 left; see the module docs.
+    /// Scores both cosine matrices of a pass with hits: the loss `loss(C1) + loss(C2)` and its
+    /// gradient, split between C1's columns and row 1 of the hit slots.
+    ///
+    /// # Shapes
+    /// - `c1`: `[rows, n_slots]`; `labels`: `[rows]`, a slot or -1
+    /// - `hits`: `[h]`, sorted; `c2_hits`: `[rows, h]` row-major
     ///
     /// # Panics
     /// For SV, whose re-weighting depends on the target cosine of each row.
-    pub(crate) fn second_matrix(&self, first: &FirstMatrix<'_>) -> SecondMatrix {
+    pub(crate) fn pair_terms<B: Backend>(
+        &self,
+        c1: Tensor<B, 2>,
+        labels: &[i64],
+        hits: &[usize],
+        c2_hits: &[f32],
+    ) -> PairTerms<B> {
         assert!(self.kind != LossKind::Sv, "SV scores C2 densely");
-        debug_assert!(first.hits.windows(2).all(|w| w[0] < w[1]), "hit slots must be sorted");
+        debug_assert!(hits.windows(2).all(|w| w[0] < w[1]), "hit slots must be sorted");
+        let [rows, n_slots] = c1.dims();
+        self.check(rows, n_slots, labels);
+        #[cfg(feature = "flex")]
+        {
+            let columns = crate::fused::HitColumns { hits, c2: c2_hits };
+            let fused = crate::host::with_flex_values(&c1, |values| {
+                self.fused_terms(values, n_slots, labels, Some(&columns))
+            });
+            if let Some(fused) = fused {
+                let grad = TensorData::new(fused.grad, [rows, n_slots]);
+                return PairTerms {
+                    loss: fused.loss + fused.second_loss,
+                    grad: Tensor::from_data(grad, &c1.device()),
+                    hit_grad: fused.hit_grad,
+                };
+            }
+        }
+        self.tensor_pair_terms(c1, labels, hits, c2_hits)
+    }
+
+    /// [`pair_terms`](Self::pair_terms) with tensor operations for C1 and a host pass over the
+    /// hit columns for C2, for every backend but the CPU's.
+    pub(crate) fn tensor_pair_terms<B: Backend>(
+        &self,
+        c1: Tensor<B, 2>,
+        labels: &[i64],
+        hits: &[usize],
+        c2_hits: &[f32],
+    ) -> PairTerms<B> {
+        let [rows, n_slots] = c1.dims();
+        let device = c1.device();
+        let top = (self.hard_negatives + hits.len()).min(n_slots);
+        let terms = self.tensor_terms(c1, labels, top, hits);
+        let pooled = terms.pooled.unwrap_or_default();
+        let (top_columns, top_values) = terms.outliers.unwrap_or_default();
+        let second = self.second_matrix(&FirstMatrix {
+            labels,
+            hits,
+            c2_hits,
+            log_sum_exp: &pooled.log_sum_exp,
+            target_cos: &pooled.target_cos,
+            outside_mass: &pooled.outside_mass,
+            top_columns: &top_columns,
+            top_values: &top_values,
+            top,
+        });
+
+        // A is (1 + r) G1 outside each row's M. On M its entries are G1 + G2, or G1 in the hit
+        // columns, whose G2 multiplies row 1 instead. They are set rather than corrected, so
+        // that a large r does not amplify rounding in G1.
+        let pairs: Vec<(usize, usize)> =
+            second.entries.iter().map(|&(row, column, _)| (row, column)).collect();
+        let grad1 = tensor_entries(&terms.grad, &pairs);
+        let new_values = second
+            .entries
+            .iter()
+            .zip(grad1)
+            .map(
+                |(&(_, column, grad2), grad1)| {
+                    if hits.binary_search(&column).is_ok() { grad1 } else { grad1 + grad2 }
+                },
+            )
+            .collect();
+        let factor: Vec<f32> = second.rescale.iter().map(|r| 1.0 + r).collect();
+        let factor = Tensor::<B, 2>::from_data(TensorData::new(factor, [rows, 1]), &device);
+        PairTerms {
+            loss: terms.loss + second.loss,
+            grad: assign_entries(terms.grad * factor, &pairs, new_values),
+            hit_grad: second.hit_grad,
+        }
+    }
+
+    /// Scores C2 from the values C1 left, row by row; see the module docs.
+    fn second_matrix(&self, first: &FirstMatrix<'_>) -> SecondMatrix {
         let rows = first.labels.len();
         let h = first.hits.len();
-        let mut out = SecondBuilder {
-            h,
+        let mut out = SecondMatrix {
             loss: 0.0,
             rescale: vec![0.0; rows],
             entries: Vec::with_capacity(rows * (h + 1)),
             hit_grad: vec![0.0; rows * h],
         };
-
         let pooled = first.labels.iter().filter(|&&label| label >= 0).count();
         let outliers = rows - pooled;
         let (mut pooled_index, mut outlier_index) = (0, 0);
-        for (row, &label) in first.labels.iter().enumerate() {
+        let mut loss = 0.0f64;
+        for ((row, &label), hit_grad) in
+            first.labels.iter().enumerate().zip(out.hit_grad.chunks_mut(h.max(1)))
+        {
             let c2 = &first.c2_hits[row * h..(row + 1) * h];
-            if label >= 0 {
+            let second = if label >= 0 {
                 let stats = PooledRow {
                     target: label as usize,
                     log_sum_exp: f64::from(first.log_sum_exp[pooled_index]),
@@ -88,28 +195,36 @@ impl MarginLoss {
                     outside_mass: f64::from(first.outside_mass[pooled_index]),
                 };
                 pooled_index += 1;
-                self.pooled_row(&mut out, first.hits, row, &stats, c2, pooled);
+                self.pooled_second(first.hits, &stats, c2, pooled, hit_grad)
             } else {
                 let start = outlier_index * first.top;
-                let columns = &first.top_columns[start..start + first.top];
-                let values = &first.top_values[start..start + first.top];
+                let top = first.top_columns[start..start + first.top]
+                    .iter()
+                    .zip(&first.top_values[start..start + first.top])
+                    .map(|(&column, &value)| (column as usize, value));
                 outlier_index += 1;
-                self.outlier_row(&mut out, first.hits, row, (columns, values), c2, outliers);
-            }
+                self.outlier_second(first.hits, top, c2, outliers, hit_grad)
+            };
+            loss += second.loss;
+            out.rescale[row] = second.rescale as f32;
+            out.entries.extend(second.entries.iter().map(|&(c, g)| (row, c, g as f32)));
         }
-        out.finish()
+        out.loss = loss as f32;
+        out
     }
 
-    /// Adds C2's cross-entropy of one pooled row to the loss, and its r and G2 entries.
-    fn pooled_row(
+    /// C2's cross-entropy of one pooled row: its share of the loss, r, and G2 on the row's M.
+    /// Writes G2 of the hit columns into `hit_grad`, `[h]`.
+    ///
+    /// `c2` contains the row's C2 cosines in the hit columns, `pooled` is the number of pooled rows.
+    pub(crate) fn pooled_second(
         &self,
-        out: &mut SecondBuilder,
         hits: &[usize],
-        row: usize,
         stats: &PooledRow,
         c2: &[f32],
         pooled: usize,
-    ) {
+        hit_grad: &mut [f32],
+    ) -> RowSecond {
         let scale = f64::from(self.scale);
         let lse1 = stats.log_sum_exp;
         let logit = |column: usize, cos: f64| {
@@ -128,8 +243,7 @@ impl MarginLoss {
 
         let target_hit = hits.binary_search(&stats.target).ok();
         let target_cos2 = target_hit.map_or(stats.target_cos, |j| f64::from(c2[j]));
-        out.loss += (lse2 - logit(stats.target, target_cos2)) / pooled as f64;
-        out.rescale[row] = r as f32;
+        let loss = (lse2 - logit(stats.target, target_cos2)) / pooled as f64;
 
         // Gradient of the mean cross-entropy: (p - onehot) s / rows, times the target slope.
         // C2's softmax p of a column is its term relative to C1's sum, times r.
@@ -141,50 +255,55 @@ impl MarginLoss {
                 weight * p
             }
         };
+        let mut entries = Vec::with_capacity(hits.len() + 1);
         for (j, (&column, term)) in hits.iter().zip(hit_terms).enumerate() {
             let g2 = grad(column, f64::from(c2[j]), term * r);
-            out.set_hit_grad(row, j, g2);
-            out.add(row, column, g2);
+            hit_grad[j] = g2 as f32;
+            entries.push((column, g2));
         }
         if target_hit.is_none() {
             let p = (logit(stats.target, stats.target_cos) - lse2).exp();
-            out.add(row, stats.target, grad(stats.target, stats.target_cos, p));
+            entries.push((stats.target, grad(stats.target, stats.target_cos, p)));
         }
+        RowSecond { loss, rescale: r, entries }
     }
 
-    /// Adds C2's top-k penalty of one outlier row to the loss, and its G2 entries.
-    fn outlier_row(
+    /// C2's top-k penalty of one outlier row: its share of the loss and G2 on the row's M (r is
+    /// 0). Writes G2 of the hit columns into `hit_grad`, `[h]`.
+    ///
+    /// `top` yields `(column, cosine)` of at least `k + h` of the row's largest C1 cosines (or
+    /// all of them), descending; `outliers` is the number of outlier rows.
+    pub(crate) fn outlier_second(
         &self,
-        out: &mut SecondBuilder,
         hits: &[usize],
-        row: usize,
-        (top_columns, top_values): (&[i64], &[f32]),
+        top: impl Iterator<Item = (usize, f32)>,
         c2: &[f32],
         outliers: usize,
-    ) {
+        hit_grad: &mut [f32],
+    ) -> RowSecond {
         let k = self.hard_negatives;
         // The k largest C1 cosines outside the hit columns, then every hit column of C2.
-        let mut candidates: Vec<(f32, usize)> = top_columns
-            .iter()
-            .zip(top_values)
-            .map(|(&column, &value)| (value, column as usize))
-            .filter(|(_, column)| hits.binary_search(column).is_err())
+        let mut candidates: Vec<(f32, usize)> = top
+            .filter(|(column, _)| hits.binary_search(column).is_err())
             .take(k)
+            .map(|(column, value)| (value, column))
             .collect();
         candidates.extend(c2.iter().copied().zip(hits.iter().copied()));
         // Larger value first; among equal values the lower column, as the dense top-k picks.
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
 
         let count = (outliers * k) as f64;
+        let mut second = RowSecond { loss: 0.0, rescale: 0.0, entries: Vec::with_capacity(k) };
         for &(value, column) in candidates.iter().take(k) {
             if value > 0.0 {
-                out.loss += f64::from(value) / count;
-                out.add(row, column, 1.0 / count);
+                second.loss += f64::from(value) / count;
+                second.entries.push((column, 1.0 / count));
                 if let Ok(j) = hits.binary_search(&column) {
-                    out.set_hit_grad(row, j, 1.0 / count);
+                    hit_grad[j] = (1.0 / count) as f32;
                 }
             }
         }
+        second
     }
 
     /// Returns the target logit before scaling, as [`MarginLoss::forward`] defines it.
@@ -219,38 +338,73 @@ impl MarginLoss {
 }
 
 /// C1's values of one pooled row.
-struct PooledRow {
-    target: usize,
-    log_sum_exp: f64,
-    target_cos: f64,
-    outside_mass: f64,
+pub(crate) struct PooledRow {
+    pub target: usize,
+    pub log_sum_exp: f64,
+    pub target_cos: f64,
+    pub outside_mass: f64,
 }
 
-/// Accumulator of a [`SecondMatrix`].
-struct SecondBuilder {
-    /// Number of hit slots, the width of `hit_grad`.
-    h: usize,
-    loss: f64,
-    rescale: Vec<f32>,
-    entries: Vec<(usize, usize, f32)>,
-    hit_grad: Vec<f32>,
+/// C2's part of one row.
+pub(crate) struct RowSecond {
+    /// The row's share of loss(C2).
+    pub loss: f64,
+    /// r: `exp(lse1 - lse2)` for a pooled row, 0 for an outlier row.
+    pub rescale: f64,
+    /// G2 on the row's M, as `(column, value)`, no column twice.
+    pub entries: Vec<(usize, f64)>,
 }
 
-impl SecondBuilder {
-    fn set_hit_grad(&mut self, row: usize, j: usize, value: f64) {
-        self.hit_grad[row * self.h + j] = value as f32;
-    }
+/// Returns the entries of `grad` at `(row, column)`, in order, reading only the columns named.
+fn tensor_entries<B: Backend>(grad: &Tensor<B, 2>, pairs: &[(usize, usize)]) -> Vec<f32> {
+    let mut columns: Vec<usize> = pairs.iter().map(|&(_, column)| column).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let index: Vec<i64> = columns.iter().map(|&column| column as i64).collect();
+    let index =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(index, [columns.len()]), &grad.device());
+    let picked = host_values(grad.clone().select(1, index)); // [rows, columns.len()]
+    let width = columns.len();
+    let at = |column| columns.binary_search(&column).expect("column was collected");
+    pairs.iter().map(|&(row, column)| picked[row * width + at(column)]).collect()
+}
 
-    fn add(&mut self, row: usize, column: usize, value: f64) {
-        self.entries.push((row, column, value as f32));
+/// Overwrites the entries of `grad` at the distinct `(row, column)` pairs with `values`.
+fn assign_entries<B: Backend>(
+    grad: Tensor<B, 2>,
+    pairs: &[(usize, usize)],
+    values: Vec<f32>,
+) -> Tensor<B, 2> {
+    if pairs.is_empty() {
+        return grad;
     }
+    let device = grad.device();
+    let flat: Vec<i64> =
+        pairs.iter().flat_map(|&(row, column)| [row as i64, column as i64]).collect();
+    let count = pairs.len();
+    let index = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [count, 2]), &device);
+    let values = Tensor::<B, 1>::from_data(TensorData::new(values, [count]), &device);
+    grad.scatter_nd(index, values, IndexingUpdateOp::Assign)
+}
 
-    fn finish(self) -> SecondMatrix {
-        SecondMatrix {
-            loss: self.loss as f32,
-            rescale: self.rescale,
-            entries: self.entries,
-            hit_grad: self.hit_grad,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn entries_are_read_and_set_at_their_pairs() {
+        let device = Default::default();
+        let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
+        let grad = Tensor::<B, 2>::from_data(TensorData::new(values, [3, 5]), &device);
+        let pairs = [(2, 4), (0, 1), (1, 1), (2, 0)];
+        assert_eq!(tensor_entries(&grad, &pairs), vec![7.0, 0.5, 3.0, 5.0]);
+        let grad = assign_entries(grad, &pairs, vec![-1.0, -2.0, -3.0, -4.0]);
+        let grad = grad.into_data().into_vec::<f32>().unwrap();
+        assert_eq!(&grad[..6], &[0.0, -2.0, 1.0, 1.5, 2.0, 2.5]);
+        assert_eq!((grad[6], grad[10], grad[14]), (-3.0, -4.0, -1.0));
+        let untouched = assign_entries(Tensor::<B, 2>::ones([2, 2], &device), &[], Vec::new());
+        assert_eq!(untouched.into_data().into_vec::<f32>().unwrap(), vec![1.0; 4]);
     }
 }
