@@ -182,14 +182,57 @@ fn score_pair<B: Backend>(
 
     // Stage 1: C2's hit columns, which score queue row 1 of the hit slots.
     let row1_hits = pool.rows_of(1, hit_slots); // [h, D]
-    let c2_hits = host_values(probe.matmul(row1_hits.clone().transpose())); // [n, h]
+    let c2_hits = product_transposed(&probe, &row1_hits); // [n, h]
 
     // Stage 2: both losses, and their gradient as the parts that multiply row 0 and row 1.
     let terms = pair_terms(loss, c1, probe_slots, hit_slots, &c2_hits);
 
     // Stage 3: dL/dP = A W0 + H W1[hits].
-    let hit_grad = float_tensor::<B>(terms.hit_grad, [n, hit_slots.len()], &device);
-    (terms.loss, terms.grad.matmul(row0) + hit_grad.matmul(row1_hits))
+    let hit_part = hit_product(terms.hit_grad, [n, hit_slots.len()], row1_hits, &device);
+    (terms.loss, terms.grad.matmul(row0) + hit_part)
+}
+
+/// Returns `lhs rhs^T` on the host, row-major `[m, n]`.
+///
+/// # Shapes
+/// - `lhs`: `[m, D]`, `rhs`: `[n, D]`
+fn product_transposed<B: Backend>(lhs: &Tensor<B, 2>, rhs: &Tensor<B, 2>) -> Vec<f32> {
+    #[cfg(feature = "flex")]
+    {
+        let ([m, k], [n, _]) = (lhs.dims(), rhs.dims());
+        let product = crate::host::with_flex_values(lhs, |lhs| {
+            crate::host::with_flex_values(rhs, |rhs| {
+                crate::host::host_product(lhs, rhs, [m, k, n], true)
+            })
+        });
+        if let Some(Some(values)) = product {
+            return values;
+        }
+    }
+    host_values(lhs.clone().matmul(rhs.clone().transpose()))
+}
+
+/// Returns `H W1[hits]`, the part of the probe gradient that row 1 of the hit slots carries.
+///
+/// # Shapes
+/// - `hit_grad`: `[n, h]` row-major, `row1_hits`: `[h, D]`; returned: `[n, D]`
+fn hit_product<B: Backend>(
+    hit_grad: Vec<f32>,
+    [n, h]: [usize; 2],
+    row1_hits: Tensor<B, 2>,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    {
+        let [_, d] = row1_hits.dims();
+        let product = crate::host::with_flex_values(&row1_hits, |rows| {
+            crate::host::host_product(&hit_grad, rows, [n, h, d], false)
+        });
+        if let Some(values) = product {
+            return float_tensor::<B>(values, [n, d], device);
+        }
+    }
+    float_tensor::<B>(hit_grad, [n, h], device).matmul(row1_hits)
 }
 
 /// [`score`] for a pass with hits, building C2 in full. SV takes this path: its re-weighting

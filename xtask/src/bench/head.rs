@@ -5,6 +5,11 @@
 //! side and N does not mix with another's. The sweep runs both sides at every N with the same
 //! pool size Q. A second series runs the FFC side at the largest N for larger pools, to compare
 //! its step with the bare matrix products that every head needs.
+//!
+//! The flatness check compares the FFC step at the smallest and the largest N within single
+//! `ffc-bench head-pair` processes, which run a step of each in turn. The speed of a shared
+//! machine varies between processes by more than the 5% the check allows, and a pair of steps
+//! in one process shares it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,6 +76,11 @@ pub(crate) struct HeadArgs {
     /// landing on one N.
     #[arg(long, default_value_t = 9, value_name = "R")]
     rounds: u32,
+
+    /// Steps of each N in every process of the flatness check, which runs one such process per
+    /// round.
+    #[arg(long, default_value_t = 40, value_name = "S")]
+    pair_steps: u32,
 
     /// Also write the sweep as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -149,6 +159,23 @@ impl FcRecord {
     }
 }
 
+/// One `ffc-bench head-pair` result: the FFC step at the smallest and the largest N of the
+/// sweep, timed in turn in one process.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PairRecord {
+    /// Median step time at the smallest N.
+    pub(crate) smallest_ms: f64,
+    /// Median step time at the largest N.
+    pub(crate) largest_ms: f64,
+}
+
+impl PairRecord {
+    /// Relative change of the step from the smallest to the largest N.
+    pub(crate) fn change(&self) -> f64 {
+        self.largest_ms / self.smallest_ms - 1.0
+    }
+}
+
 /// Both sides at one N.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SweepRow {
@@ -169,6 +196,8 @@ pub(crate) struct HeadResults {
     pub(crate) sweep: Vec<SweepRow>,
     /// The FFC side at the largest N for each of the larger pools.
     pub(crate) ratio: Vec<FfcRecord>,
+    /// The flatness check's processes, one per round.
+    pub(crate) pairs: Vec<PairRecord>,
 }
 
 /// Runs the sweep and the pool-size series, then writes the page section, the plot and, if
@@ -183,6 +212,9 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
     }
     if args.rounds == 0 {
         bail!("--rounds 0 runs nothing; pass at least 1");
+    }
+    if args.pair_steps == 0 {
+        bail!("--pair-steps 0 times nothing; pass at least 1");
     }
     let root = paths::workspace_root();
     let bench = cargo::build_release_binary(&root, "ffc-train", "ffc-bench", &[])?;
@@ -213,9 +245,16 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
     for &q in &args.ratio_queue_sizes {
         ratio.push(parse_ffc(&runner(head_argv("ffc", largest, q, args))?)?);
     }
+    let mut pairs = Vec::new();
+    if ids.len() > 1 {
+        for round in 0..args.rounds {
+            let pair = pair_ids(round, [ids[0], largest]);
+            pairs.push(parse_pair(&runner(pair_argv(pair, args))?, [ids[0], largest])?);
+        }
+    }
     context.finish();
 
-    let results = HeadResults { queue_size: args.queue_size, sweep, ratio };
+    let results = HeadResults { queue_size: args.queue_size, sweep, ratio, pairs };
     write_outputs(args, page_path, &results, &context, &commands)
 }
 
@@ -250,6 +289,12 @@ fn write_outputs(
 /// shared machine, so alternating keeps that effect from landing on one end of the sweep.
 fn round_order(round: u32, count: usize) -> Vec<usize> {
     if round.is_multiple_of(2) { (0..count).collect() } else { (0..count).rev().collect() }
+}
+
+/// Returns the two N of round `round`'s flatness process: the smallest first in even rounds and
+/// the largest first in odd ones, so that neither always runs first.
+fn pair_ids(round: u32, [smallest, largest]: [u64; 2]) -> [u64; 2] {
+    if round.is_multiple_of(2) { [smallest, largest] } else { [largest, smallest] }
 }
 
 /// Returns the run with the median step time (the upper one of an even count).
@@ -299,6 +344,15 @@ fn head_argv(side: &str, ids: u64, queue_size: u64, args: &HeadArgs) -> Vec<Stri
     argv
 }
 
+/// Arguments of one `ffc-bench head-pair` process.
+fn pair_argv([first, second]: [u64; 2], args: &HeadArgs) -> Vec<String> {
+    let mut argv = vec!["head-pair".to_owned(), "--ids".to_owned(), format!("{first},{second}")];
+    argv.extend(["--queue-size".to_owned(), args.queue_size.to_string()]);
+    argv.extend(["--steps".to_owned(), args.pair_steps.to_string()]);
+    argv.extend(["--warmup".to_owned(), args.warmup.to_string()]);
+    argv
+}
+
 /// Returns the command line that reproduces this run.
 fn xtask_command(args: &HeadArgs) -> String {
     let list = |values: &[u64]| values.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
@@ -309,12 +363,13 @@ fn xtask_command(args: &HeadArgs) -> String {
     };
     let mut command = format!(
         "cargo xtask bench head --ids {} --queue-size {} --ratio-queue-sizes{ratio} --steps {} \
-         --warmup {} --rounds {}",
+         --warmup {} --rounds {} --pair-steps {}",
         list(&args.ids),
         args.queue_size,
         args.steps,
         args.warmup,
-        args.rounds
+        args.rounds,
+        args.pair_steps
     );
     if let Some(json) = &args.json {
         command.push_str(&format!(" --json {}", json.display()));
@@ -369,6 +424,36 @@ pub(crate) fn parse_ffc(stdout: &str) -> Result<FfcRecord> {
     Ok(line.record)
 }
 
+/// Parses the output of `ffc-bench head-pair`, whose two N must be `smallest` and `largest` in
+/// either order.
+pub(crate) fn parse_pair(stdout: &str, [smallest, largest]: [u64; 2]) -> Result<PairRecord> {
+    #[derive(Deserialize)]
+    struct Line {
+        side: String,
+        ids: [u64; 2],
+        median_ms: [f64; 2],
+    }
+
+    let text = last_json_line(stdout)?;
+    let line: Line =
+        serde_json::from_str(text).with_context(|| format!("invalid head-pair line: {text}"))?;
+    if line.side != "ffc-pair" {
+        bail!("expected an ffc-pair result, got: {text}");
+    }
+    let [first, second] = line.median_ms;
+    match line.ids {
+        [a, b] if [a, b] == [smallest, largest] => {
+            Ok(PairRecord { smallest_ms: first, largest_ms: second })
+        }
+        [a, b] if [a, b] == [largest, smallest] => {
+            Ok(PairRecord { smallest_ms: second, largest_ms: first })
+        }
+        other => {
+            bail!("expected N = {smallest} and {largest} in the head-pair line, got {other:?}")
+        }
+    }
+}
+
 /// Parses the output of `ffc-bench head --side fc`.
 pub(crate) fn parse_fc(stdout: &str) -> Result<FcRecord> {
     #[derive(Deserialize)]
@@ -409,7 +494,8 @@ pub(crate) fn parse_fc(stdout: &str) -> Result<FcRecord> {
 }
 
 /// Builds the `--json` document: `{"queue_size": Q, "rows": [{"ids", "ffc_ms", "ffc_peak_mb", "fc_ms",
-/// "fc_peak_mb"}]}`, with `null` FC fields where the classifier does not fit.
+/// "fc_peak_mb"}], "flat_pairs": [{"smallest_ms", "largest_ms"}], "flat_change"}`, with `null`
+/// FC fields where the classifier does not fit and a `null` change without paired processes.
 pub(crate) fn sweep_json(results: &HeadResults) -> Value {
     let rows: Vec<Value> = results
         .sweep
@@ -425,7 +511,17 @@ pub(crate) fn sweep_json(results: &HeadResults) -> Value {
             })
         })
         .collect();
-    json!({ "queue_size": results.queue_size, "rows": rows })
+    let pairs: Vec<Value> = results
+        .pairs
+        .iter()
+        .map(|pair| json!({ "smallest_ms": pair.smallest_ms, "largest_ms": pair.largest_ms }))
+        .collect();
+    json!({
+        "queue_size": results.queue_size,
+        "rows": rows,
+        "flat_pairs": pairs,
+        "flat_change": median_change(&results.pairs),
+    })
 }
 
 /// One acceptance target and how the run did against it.
@@ -456,7 +552,8 @@ pub(crate) fn targets(results: &HeadResults) -> Vec<Target> {
     vec![flat_target(results), fc_growth_target(results), products_target(results)]
 }
 
-/// Checks that the FFC step at the largest N is within 5% of the step at the smallest N.
+/// Checks that the FFC step at the largest N is within 5% of the step at the smallest N. The
+/// verdict uses the processes that time both N in turn, when the run has them.
 fn flat_target(results: &HeadResults) -> Target {
     let (Some(first), Some(last)) = (results.sweep.first(), results.sweep.last()) else {
         return Target { goal: "FFC step flat in N".to_owned(), met: None, detail: String::new() };
@@ -472,19 +569,43 @@ fn flat_target(results: &HeadResults) -> Target {
         let detail = "The sweep has a single N.".to_owned();
         return Target { goal, met: None, detail };
     }
-    let change = last.ffc.median_ms / first.ffc.median_ms - 1.0;
+    let separate = last.ffc.median_ms / first.ffc.median_ms - 1.0;
     let own_change = step_over_products(&last.ffc) / step_over_products(&first.ffc) - 1.0;
-    let detail = format!(
-        "{} ms against {} ms, a change of {:+.1}%. Against the products timed in the same \
-         process: {:.3} against {:.3}, a change of {:+.1}%.",
+    let separate_detail = format!(
+        "In separate processes: {} ms against {} ms, a change of {:+.1}%; against the products \
+         timed in the same process, {:.3} against {:.3}, a change of {:+.1}%.",
         significant(last.ffc.median_ms),
         significant(first.ffc.median_ms),
-        change * 100.0,
+        separate * 100.0,
         step_over_products(&last.ffc),
         step_over_products(&first.ffc),
         own_change * 100.0
     );
+    let Some(change) = median_change(&results.pairs) else {
+        return Target {
+            goal,
+            met: Some(separate.abs() <= FLAT_TOLERANCE),
+            detail: separate_detail,
+        };
+    };
+    let per_process: Vec<String> =
+        results.pairs.iter().map(|pair| format!("{:+.1}", pair.change() * 100.0)).collect();
+    let detail = format!(
+        "A step of each in turn in one process: a median change of {:+.1}% over {} processes \
+         ({}%). {separate_detail}",
+        change * 100.0,
+        results.pairs.len(),
+        per_process.join(", ")
+    );
     Target { goal, met: Some(change.abs() <= FLAT_TOLERANCE), detail }
+}
+
+/// Returns the median of the processes' changes (the upper one of an even count), or `None`
+/// without processes.
+fn median_change(pairs: &[PairRecord]) -> Option<f64> {
+    let mut changes: Vec<f64> = pairs.iter().map(PairRecord::change).collect();
+    changes.sort_by(f64::total_cmp);
+    changes.get(changes.len() / 2).copied()
 }
 
 /// Step time over the bare products timed in the same process. The two share the machine's
@@ -742,7 +863,12 @@ mod tests {
                 },
             ],
             ratio: vec![ffc(10_000_000, 100_000, 1500.0, 600.0)],
+            pairs: Vec::new(),
         }
+    }
+
+    fn pair(smallest_ms: f64, largest_ms: f64) -> PairRecord {
+        PairRecord { smallest_ms, largest_ms }
     }
 
     #[test]
@@ -810,9 +936,16 @@ mod tests {
                 {"ids": 10000, "ffc_ms": 100.0, "ffc_peak_mb": 84.0, "fc_ms": 200.0, "fc_peak_mb": 100.0},
                 {"ids": 100000, "ffc_ms": 101.0, "ffc_peak_mb": 84.0, "fc_ms": 2000.0, "fc_peak_mb": 1000.0},
                 {"ids": 10000000, "ffc_ms": 104.0, "ffc_peak_mb": 84.0, "fc_ms": null, "fc_peak_mb": null},
-            ]
+            ],
+            "flat_pairs": [],
+            "flat_change": null,
         });
         assert_eq!(value, expected);
+        let mut paired = results();
+        paired.pairs = vec![pair(100.0, 98.0)];
+        let value = sweep_json(&paired);
+        assert_eq!(value["flat_pairs"], json!([{"smallest_ms": 100.0, "largest_ms": 98.0}]));
+        assert!((value["flat_change"].as_f64().unwrap() + 0.02).abs() < 1e-12);
     }
 
     #[test]
@@ -951,6 +1084,7 @@ mod tests {
             steps: 3,
             warmup: 1,
             rounds: 2,
+            pair_steps: 5,
             json: None,
         };
         assert_eq!(
@@ -971,7 +1105,54 @@ mod tests {
         assert_eq!(
             xtask_command(&args),
             "cargo xtask bench head --ids 10 --queue-size 7 --ratio-queue-sizes --steps 3 --warmup 1 \
-             --rounds 2"
+             --rounds 2 --pair-steps 5"
         );
+        assert_eq!(
+            pair_argv([10, 1000], &args).join(" "),
+            "head-pair --ids 10,1000 --queue-size 7 --steps 5 --warmup 1"
+        );
+    }
+
+    #[test]
+    fn pair_lines_parsed_in_either_order() {
+        let line = r#"{"ids":[10000,10000000],"median_ms":[25.6,24.5],"per_pass":96,"queue_size":10000,"side":"ffc-pair","steps":40}"#;
+        assert_eq!(parse_pair(line, [10_000, 10_000_000]).unwrap(), pair(25.6, 24.5));
+        let swapped = line.replace("[10000,10000000]", "[10000000,10000]");
+        assert_eq!(parse_pair(&swapped, [10_000, 10_000_000]).unwrap(), pair(24.5, 25.6));
+
+        let error = parse_pair(line, [10_000, 100_000]).unwrap_err().to_string();
+        assert!(error.contains("expected N = 10000 and 100000"), "{error}");
+        let error = parse_pair(FFC_LINE, [10_000, 10_000_000]).unwrap_err().to_string();
+        assert!(error.contains("invalid head-pair line"), "{error}");
+    }
+
+    #[test]
+    fn pair_order_alternates() {
+        assert_eq!(pair_ids(0, [10, 1000]), [10, 1000]);
+        assert_eq!(pair_ids(1, [10, 1000]), [1000, 10]);
+        assert_eq!(pair_ids(2, [10, 1000]), [10, 1000]);
+    }
+
+    #[test]
+    fn flat_target_uses_paired_processes() {
+        // Separate processes put 1e7 10% above 1e4, the paired ones 2% at the median.
+        let mut slow_process = results();
+        slow_process.sweep[2].ffc.median_ms = 110.0;
+        slow_process.pairs = vec![pair(100.0, 102.0), pair(100.0, 90.0), pair(100.0, 103.0)];
+        let check = &targets(&slow_process)[0];
+        assert_eq!(check.met, Some(true), "{}", check.line());
+        assert!(
+            check.detail.contains("median change of +2.0% over 3 processes"),
+            "{}",
+            check.detail
+        );
+        assert!(check.detail.contains("(+2.0, -10.0, +3.0%)"), "{}", check.detail);
+        assert!(check.detail.contains("In separate processes: 110 ms"), "{}", check.detail);
+
+        // Six processes: the upper median decides.
+        slow_process.pairs.extend([pair(100.0, 107.0), pair(100.0, 108.0), pair(100.0, 109.0)]);
+        let check = &targets(&slow_process)[0];
+        assert_eq!(check.met, Some(false), "{}", check.line());
+        assert!(check.detail.contains("median change of +7.0% over 6"), "{}", check.detail);
     }
 }

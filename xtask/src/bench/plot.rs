@@ -237,6 +237,7 @@ mod tests {
                 },
             ],
             ratio: vec![],
+            pairs: vec![],
         };
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("head.png");

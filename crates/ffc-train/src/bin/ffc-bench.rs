@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ffc-bench head --side ffc|fc --ids N [--queue-size Q] [--steps S] [--warmup W]
+//! ffc-bench head-pair --ids N1,N2 [--queue-size Q] [--steps S] [--warmup W]
 //! ffc-bench train [--network mbf|r50] [--batch-size B] [--device D] [--steps S] [--warmup W]
 //! ```
 //!
@@ -15,6 +16,10 @@
 //! fit when weight, gradient and momentum exceed the free memory. Every run reports its peak
 //! resident memory from the end of the setup (pool or weight filled) to the end of the run, so
 //! run one process per side and N.
+//!
+//! `head-pair` times the `ffc` side at two N in one process, a step of each in turn, and prints
+//! the median step time of each. Both share the speed of the machine and the process,
+//! which on a shared machine varies more between processes than the two N differ.
 
 use std::time::Instant;
 
@@ -71,6 +76,24 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         warmup: usize,
     },
+    /// Time the FFC step at two numbers of identities in one process, alternating steps.
+    HeadPair {
+        /// The two numbers of identities, comma-separated.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        ids: Vec<usize>,
+        /// Pool slots Q.
+        #[arg(long, default_value_t = 10_000)]
+        queue_size: usize,
+        /// Gallery and probe features per pass.
+        #[arg(long, default_value_t = ID_PER_STEP + INSTANCE_PER_VIEW)]
+        per_pass: usize,
+        /// Timed steps of each.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps of each first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+    },
     /// Time full FFC training steps on synthetic images.
     Train {
         /// Backbone: `mbf` (MobileFaceNet) or `r50` (IResNet-50); long names also accepted.
@@ -106,6 +129,13 @@ fn main() -> anyhow::Result<()> {
                 "fc" => fc_head(&sizes),
                 other => bail!("unknown side `{other}` (expected ffc or fc)"),
             }
+        }
+        Command::HeadPair { ids, queue_size, per_pass, steps, warmup } => {
+            let &[first, second] = ids.as_slice() else {
+                bail!("--ids takes two numbers of identities, as in `--ids 10000,10000000`");
+            };
+            let sizes = Sizes { ids: first, queue_size, per_pass, steps, warmup };
+            ffc_pair([first, second], &sizes)
         }
         Command::Train { network, batch_size, device, steps, warmup } => {
             train_throughput(&network, batch_size, device, steps, warmup)
@@ -157,10 +187,9 @@ fn step_labels(rng: &mut ChaCha8Rng, ids: usize, per_pass: usize) -> (Vec<u64>, 
 }
 
 /// Builds a pool containing min(N, Q) random identities, as after a long run.
-fn filled_pool(sizes: &Sizes, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<Inner>> {
-    let q = sizes.queue_size;
-    let held = sizes.ids.min(q);
-    let labels = sample(rng, sizes.ids, held);
+fn filled_pool(ids: usize, q: usize, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<Inner>> {
+    let held = ids.min(q);
+    let labels = sample(rng, ids, held);
     let device = CPU;
     let queue = unit_rows::<Inner>(2 * q, &device).into_data().into_vec::<f32>().expect("f32");
     let state = PoolState {
@@ -177,18 +206,29 @@ fn filled_pool(sizes: &Sizes, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<
     Ok(ClassPool::from_state(&state, &device)?)
 }
 
-fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
-    let device = CPU;
-    let mut rng = ChaCha8Rng::seed_from_u64(17);
-    let mut pool = filled_pool(sizes, &mut rng)?;
-    let peak_after_setup = reset_peak();
-    let loss = loss(sizes.queue_size);
-    let n = sizes.per_pass;
+/// The FFC side at one N: the pool, the label stream and the loss.
+struct FfcWorkload {
+    ids: usize,
+    per_pass: usize,
+    pool: ClassPool<Inner>,
+    rng: ChaCha8Rng,
+    loss: MarginLoss,
+}
 
-    let mut step_ms = Vec::new();
-    let mut matmul_ms = Vec::new();
-    for step in 0..sizes.warmup + sizes.steps {
-        let (x_labels, y_labels) = step_labels(&mut rng, sizes.ids, n);
+impl FfcWorkload {
+    /// Fills a pool of `queue_size` slots for `ids` identities, with its own seeded generator.
+    fn new(ids: usize, queue_size: usize, per_pass: usize) -> anyhow::Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let pool = filled_pool(ids, queue_size, &mut rng)?;
+        Ok(Self { ids, per_pass, pool, rng, loss: loss(queue_size) })
+    }
+
+    /// Runs one step on fresh features and returns its time and the time of its bare products,
+    /// in ms.
+    fn step(&mut self, step: usize) -> (f64, f64) {
+        let device = CPU;
+        let n = self.per_pass;
+        let (x_labels, y_labels) = step_labels(&mut self.rng, self.ids, n);
         let inputs = StepInputs {
             probe_x: unit_rows::<Inner>(n, &device),
             probe_y: unit_rows::<Inner>(n, &device),
@@ -199,21 +239,34 @@ fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
         };
         let (probe_x, probe_y) = (inputs.probe_x.clone(), inputs.probe_y.clone());
         let started = Instant::now();
-        let outcome = ffc_step(&mut pool, &loss, inputs, true);
+        let outcome = ffc_step(&mut self.pool, &self.loss, inputs, true);
         let checksum: f32 = outcome.grad_probe_y.sum().into_scalar().elem();
         let elapsed = started.elapsed().as_secs_f64() * 1e3;
 
         let started = Instant::now();
-        let products = bare_products(&pool, &[probe_x, probe_y]);
+        let products = bare_products(&self.pool, &[probe_x, probe_y]);
         let products_elapsed = started.elapsed().as_secs_f64() * 1e3;
+        assert!(checksum.is_finite(), "non-finite gradient at step {step}");
+        assert!(products.is_finite(), "non-finite matrix products at step {step}");
+        (elapsed, products_elapsed)
+    }
+}
+
+fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
+    let mut workload = FfcWorkload::new(sizes.ids, sizes.queue_size, sizes.per_pass)?;
+    let peak_after_setup = reset_peak();
+
+    let mut step_ms = Vec::new();
+    let mut matmul_ms = Vec::new();
+    for step in 0..sizes.warmup + sizes.steps {
+        let (elapsed, products_elapsed) = workload.step(step);
         if step >= sizes.warmup {
             step_ms.push(elapsed);
             matmul_ms.push(products_elapsed);
         }
-        assert!(checksum.is_finite(), "non-finite gradient at step {step}");
-        assert!(products.is_finite(), "non-finite matrix products at step {step}");
     }
-    let pool_ms = time_pool_update(&mut pool, sizes, &mut rng);
+    let pool_ms = time_pool_update(&mut workload.pool, sizes, &mut workload.rng);
+    let n = sizes.per_pass;
     println!(
         "{}",
         json!({
@@ -221,6 +274,38 @@ fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
             "median_ms": median(&mut step_ms), "matmul_ms": median(&mut matmul_ms),
             "pool_update_ms": pool_ms, "peak_mb": peak_mb(), "peak_after_setup": peak_after_setup,
             "fits": true,
+        })
+    );
+    Ok(())
+}
+
+/// Times the FFC step at two numbers of identities in one process, one step of each in turn, so
+/// that both share the speed of the machine and the process. Prints the median step time of
+/// each.
+///
+/// The order stays the same every step, so each N's step always follows the other's. Swapping
+/// it every step puts two steps of one N back to back, and the second of those ran about 10%
+/// slower than the first on the machine of docs/benchmarks.md.
+fn ffc_pair(ids: [usize; 2], sizes: &Sizes) -> anyhow::Result<()> {
+    let mut workloads = [
+        FfcWorkload::new(ids[0], sizes.queue_size, sizes.per_pass)?,
+        FfcWorkload::new(ids[1], sizes.queue_size, sizes.per_pass)?,
+    ];
+    let mut times = [Vec::new(), Vec::new()];
+    for step in 0..sizes.warmup + sizes.steps {
+        for (workload, times) in workloads.iter_mut().zip(&mut times) {
+            let elapsed = workload.step(step).0;
+            if step >= sizes.warmup {
+                times.push(elapsed);
+            }
+        }
+    }
+    let medians = times.map(|mut times| median(&mut times));
+    println!(
+        "{}",
+        json!({
+            "side": "ffc-pair", "ids": ids, "queue_size": sizes.queue_size,
+            "per_pass": sizes.per_pass, "steps": sizes.steps, "median_ms": medians,
         })
     );
     Ok(())
