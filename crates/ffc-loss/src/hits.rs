@@ -7,8 +7,9 @@
 //! - **Pooled row** (AM or Arc). Every logit outside the hit columns is the same in both
 //!   matrices, so C2's softmax sum is C1's sum outside the hit columns plus C2's hit terms.
 //!   Outside the hit columns and the target column, G2 is G1 times `r = exp(lse1 - lse2)`.
-//!   C1's pass takes the outside mass as one minus the hit mass, except in rows where the hits
-//!   carry most of the mass: there the subtraction would cancel, so it sums the rest directly.
+//!   The CPU loop sums that outside mass directly. The tensor path takes it as one minus the hit
+//!   mass, except in rows where the hits carry most of the mass: there the subtraction would
+//!   cancel, so it sums the rest directly.
 //! - **Outlier row.** The k largest cosines of C2 are among the `k + h` largest of C1 and the h
 //!   hit columns of C2. G2 is zero outside the k columns picked, so r = 0.
 //!
