@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Head { side, ids, queue_size, per_pass, steps, warmup } => {
             let sizes = Sizes { ids, queue_size, per_pass, steps, warmup };
+            sizes.check()?;
             match side.as_str() {
                 "ffc" => ffc_head(&sizes),
                 "fc" => fc_head(&sizes),
@@ -134,7 +135,8 @@ fn main() -> anyhow::Result<()> {
             let &[first, second] = ids.as_slice() else {
                 bail!("--ids takes two numbers of identities, as in `--ids 10000,10000000`");
             };
-            let sizes = Sizes { ids: first, queue_size, per_pass, steps, warmup };
+            let sizes = Sizes { ids: first.min(second), queue_size, per_pass, steps, warmup };
+            sizes.check()?;
             ffc_pair([first, second], &sizes)
         }
         Command::Train { network, batch_size, device, steps, warmup } => {
@@ -149,6 +151,20 @@ struct Sizes {
     per_pass: usize,
     steps: usize,
     warmup: usize,
+}
+
+impl Sizes {
+    /// Rejects sizes that leave nothing to draw labels or features from.
+    fn check(&self) -> anyhow::Result<()> {
+        for (name, value) in
+            [("--ids", self.ids), ("--queue-size", self.queue_size), ("--per-pass", self.per_pass)]
+        {
+            if value == 0 {
+                bail!("invalid {name} 0: there is nothing to time; pass at least 1");
+            }
+        }
+        Ok(())
+    }
 }
 
 fn loss(queue_size: usize) -> MarginLoss {
