@@ -35,13 +35,13 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use crate::analytic::host_values;
 use crate::margin::{ARC_SIN_EPS, LossKind, MarginLoss};
 
-/// Both losses of a pass with hits and their gradient; see the module docs.
+/// The losses of both matrices of a pass with hits, and their gradient (see the module docs).
 pub(crate) struct PairTerms<B: Backend> {
     /// `loss(C1) + loss(C2)`.
     pub loss: f32,
     /// A, the gradient that multiplies queue row 0, `[rows, n_slots]`.
     pub grad: Tensor<B, 2>,
-    /// H, G2 in the hit columns, `[rows, h]` row-major; it multiplies row 1 of the hit slots.
+    /// H, G2 in the hit columns, `[rows, h]` row-major. It multiplies row 1 of the hit slots.
     pub hit_grad: Vec<f32>,
 }
 
@@ -118,7 +118,7 @@ impl MarginLoss {
         self.tensor_pair_terms(c1, labels, hits, c2_hits)
     }
 
-    /// [`pair_terms`](Self::pair_terms) with tensor operations for C1 and a host pass over the
+    /// Computes [`pair_terms`](Self::pair_terms) with tensor operations for C1 and a host pass over the
     /// hit columns for C2, for every backend but the CPU's.
     pub(crate) fn tensor_pair_terms<B: Backend>(
         &self,
@@ -127,6 +127,15 @@ impl MarginLoss {
         hits: &[usize],
         c2_hits: &[f32],
     ) -> PairTerms<B> {
+        if hits.is_empty() {
+            // C2 equals C1. `tensor_terms` keeps C1's per-row values only for hit columns.
+            let terms = self.tensor_terms(c1, labels, self.hard_negatives, hits);
+            return PairTerms {
+                loss: 2.0 * terms.loss,
+                grad: terms.grad * 2.0,
+                hit_grad: Vec::new(),
+            };
+        }
         let [rows, n_slots] = c1.dims();
         let device = c1.device();
         let top = (self.hard_negatives + hits.len()).min(n_slots);
@@ -170,7 +179,7 @@ impl MarginLoss {
         }
     }
 
-    /// Scores C2 from the values C1 left, row by row; see the module docs.
+    /// Scores C2 row by row from the values that C1 left (see the module docs).
     fn second_matrix(&self, first: &FirstMatrix<'_>) -> SecondMatrix {
         let rows = first.labels.len();
         let h = first.hits.len();
@@ -184,10 +193,9 @@ impl MarginLoss {
         let outliers = rows - pooled;
         let (mut pooled_index, mut outlier_index) = (0, 0);
         let mut loss = 0.0f64;
-        for ((row, &label), hit_grad) in
-            first.labels.iter().enumerate().zip(out.hit_grad.chunks_mut(h.max(1)))
-        {
+        for (row, &label) in first.labels.iter().enumerate() {
             let c2 = &first.c2_hits[row * h..(row + 1) * h];
+            let hit_grad = &mut out.hit_grad[row * h..(row + 1) * h];
             let second = if label >= 0 {
                 let stats = PooledRow {
                     target: label as usize,
@@ -214,10 +222,11 @@ impl MarginLoss {
         out
     }
 
-    /// C2's cross-entropy of one pooled row: its share of the loss, r, and G2 on the row's M.
-    /// Writes G2 of the hit columns into `hit_grad`, `[h]`.
+    /// Scores C2's cross-entropy of one pooled row and returns its share of the loss, r, and G2
+    /// on the row's M. Writes G2 of the hit columns into `hit_grad`, `[h]`.
     ///
-    /// `c2` contains the row's C2 cosines in the hit columns, `pooled` is the number of pooled rows.
+    /// `c2` contains the row's C2 cosines in the hit columns, and `pooled` is the number of
+    /// pooled rows.
     pub(crate) fn pooled_second(
         &self,
         hits: &[usize],
@@ -269,11 +278,11 @@ impl MarginLoss {
         RowSecond { loss, rescale: r, entries }
     }
 
-    /// C2's top-k penalty of one outlier row: its share of the loss and G2 on the row's M (r is
-    /// 0). Writes G2 of the hit columns into `hit_grad`, `[h]`.
+    /// Scores C2's top-k penalty of one outlier row and returns its share of the loss and G2 on
+    /// the row's M (r is 0). Writes G2 of the hit columns into `hit_grad`, `[h]`.
     ///
     /// `top` yields `(column, cosine)` of at least `k + h` of the row's largest C1 cosines (or
-    /// all of them), descending; `outliers` is the number of outlier rows.
+    /// all of them), descending. `outliers` is the number of outlier rows.
     pub(crate) fn outlier_second(
         &self,
         hits: &[usize],
@@ -390,12 +399,40 @@ fn assign_entries<B: Backend>(
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::Distribution;
+
     use super::*;
 
     type B = burn::backend::Flex;
 
+    /// Without hit columns C2 equals C1, so both paths must return twice C1's loss and gradient.
     #[test]
-    fn entries_are_read_and_set_at_their_pairs() {
+    fn no_hits_doubles_the_first_matrix() {
+        let device = Default::default();
+        let labels = [3, -1, 0, 7, 7, -1];
+        for kind in [LossKind::Am, LossKind::Arc] {
+            let loss = MarginLoss { kind, scale: 32.0, margin: 0.3, sv_t: 1.2, hard_negatives: 2 };
+            let cos = Tensor::<B, 2>::random([6, 10], Distribution::Uniform(-0.9, 0.9), &device);
+            let (value, grad) = loss.value_and_grad(cos.clone(), &labels);
+            let grad = grad.into_data().into_vec::<f32>().unwrap();
+            let host = loss.pair_terms(cos.clone(), &labels, &[], &[]);
+            let tensor = loss.tensor_pair_terms(cos, &labels, &[], &[]);
+            for (path, terms) in [("host", host), ("tensor", tensor)] {
+                assert!((terms.loss - 2.0 * value).abs() <= 1e-5, "{kind:?} {path}: loss");
+                assert!(terms.hit_grad.is_empty(), "{kind:?} {path}: hit_grad");
+                let doubled = terms.grad.into_data().into_vec::<f32>().unwrap();
+                for (i, (&d, &g)) in doubled.iter().zip(&grad).enumerate() {
+                    assert!(
+                        (d - 2.0 * g).abs() <= 1e-5 * (1.0 + g.abs()),
+                        "{kind:?} {path} grad[{i}]: {d} vs {g}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn entries_read_and_set_at_pairs() {
         let device = Default::default();
         let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.5).collect();
         let grad = Tensor::<B, 2>::from_data(TensorData::new(values, [3, 5]), &device);
