@@ -42,7 +42,8 @@ pub(crate) struct FusedTerms {
     /// `dL/d cos` of C1 alone, or A of `crate::hits` with hit columns, `[rows, n_slots]`
     /// row-major.
     pub grad: Vec<f32>,
-    /// H of `crate::hits`, G2 in the hit columns, `[rows, h]` row-major; empty without them.
+    /// H of `crate::hits`, G2 in the hit columns, `[rows, h]` row-major. Empty without hit
+    /// columns.
     pub hit_grad: Vec<f32>,
 }
 

@@ -163,10 +163,10 @@ fn score_from_c1<B: Backend>(
     score_pair(pool, loss, probe, hit_slots, probe_slots, MarginLoss::pair_terms)
 }
 
-/// Scores C2's loss and gradient with `pair_terms`.
+/// A function that scores both matrices of a pass, as [`MarginLoss::pair_terms`] does.
 type PairFn<B> = fn(&MarginLoss, Tensor<B, 2>, &[i64], &[usize], &[f32]) -> PairTerms<B>;
 
-/// [`score_from_c1`] with the scoring of both matrices given.
+/// Runs [`score_from_c1`] with the given scoring of both matrices.
 fn score_pair<B: Backend>(
     pool: &ClassPool<B>,
     loss: &MarginLoss,
@@ -339,7 +339,7 @@ mod tests {
         result
     }
 
-    /// [`score_from_c1`] as the backends other than the CPU's run it.
+    /// Runs [`score_from_c1`] the way backends other than the CPU's run it.
     fn score_from_c1_tensor(
         pool: &ClassPool<B>,
         loss: &MarginLoss,

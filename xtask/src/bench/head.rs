@@ -214,7 +214,7 @@ pub(crate) fn run(args: &HeadArgs, page_path: &Path) -> Result<()> {
         bail!("--rounds 0 runs nothing; pass at least 1");
     }
     if args.pair_steps == 0 {
-        bail!("--pair-steps 0 times nothing; pass at least 1");
+        bail!("invalid --pair-steps 0: there is nothing to time; pass at least 1");
     }
     let root = paths::workspace_root();
     let bench = cargo::build_release_binary(&root, "ffc-train", "ffc-bench", &[])?;

@@ -26,7 +26,7 @@ use std::time::Instant;
 use anyhow::bail;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, ElementConversion, Tensor};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use ffc_loss::{LossKind, MarginLoss, StepInputs, ffc_step, hard_negatives_for};
 use ffc_lru::LruState;
 use ffc_pool::{ClassPool, PoolState};
@@ -53,6 +53,38 @@ struct Cli {
     command: Command,
 }
 
+/// Options shared by `head` and `head-pair`.
+#[derive(Args, Clone, Copy)]
+struct HeadOptions {
+    /// Pool slots Q of the FFC side.
+    #[arg(long, default_value_t = 10_000)]
+    queue_size: usize,
+    /// Gallery and probe features per pass (the reference's batch per device is 96).
+    #[arg(long, default_value_t = ID_PER_STEP + INSTANCE_PER_VIEW)]
+    per_pass: usize,
+    /// Timed steps, of each N for `head-pair`.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first, of each N for `head-pair`.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+}
+
+impl HeadOptions {
+    /// Returns the sizes of a run at `ids` identities, rejecting any size of 0.
+    fn sizes(&self, ids: usize) -> anyhow::Result<Sizes> {
+        let Self { queue_size, per_pass, steps, warmup } = *self;
+        for (name, value) in
+            [("--ids", ids), ("--queue-size", queue_size), ("--per-pass", per_pass)]
+        {
+            if value == 0 {
+                bail!("invalid {name} 0: there is nothing to time; pass at least 1");
+            }
+        }
+        Ok(Sizes { ids, queue_size, per_pass, steps, warmup })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Time one classifier-head step at N identities.
@@ -63,36 +95,16 @@ enum Command {
         /// Number of identities N.
         #[arg(long)]
         ids: usize,
-        /// Pool slots Q of the ffc side.
-        #[arg(long, default_value_t = 10_000)]
-        queue_size: usize,
-        /// Gallery and probe features per pass (the reference's batch per device is 96).
-        #[arg(long, default_value_t = ID_PER_STEP + INSTANCE_PER_VIEW)]
-        per_pass: usize,
-        /// Timed steps.
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
+        #[command(flatten)]
+        options: HeadOptions,
     },
     /// Time the FFC step at two numbers of identities in one process, alternating steps.
     HeadPair {
         /// The two numbers of identities, comma-separated.
         #[arg(long, value_delimiter = ',', num_args = 1)]
         ids: Vec<usize>,
-        /// Pool slots Q.
-        #[arg(long, default_value_t = 10_000)]
-        queue_size: usize,
-        /// Gallery and probe features per pass.
-        #[arg(long, default_value_t = ID_PER_STEP + INSTANCE_PER_VIEW)]
-        per_pass: usize,
-        /// Timed steps of each.
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        /// Untimed steps of each first.
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
+        #[command(flatten)]
+        options: HeadOptions,
     },
     /// Time full FFC training steps on synthetic images.
     Train {
@@ -122,22 +134,19 @@ fn main() -> anyhow::Result<()> {
         );
     }
     match Cli::parse().command {
-        Command::Head { side, ids, queue_size, per_pass, steps, warmup } => {
-            let sizes = Sizes { ids, queue_size, per_pass, steps, warmup };
-            sizes.check()?;
+        Command::Head { side, ids, options } => {
+            let sizes = options.sizes(ids)?;
             match side.as_str() {
                 "ffc" => ffc_head(&sizes),
                 "fc" => fc_head(&sizes),
                 other => bail!("unknown side `{other}` (expected ffc or fc)"),
             }
         }
-        Command::HeadPair { ids, queue_size, per_pass, steps, warmup } => {
+        Command::HeadPair { ids, options } => {
             let &[first, second] = ids.as_slice() else {
                 bail!("--ids takes two numbers of identities, as in `--ids 10000,10000000`");
             };
-            let sizes = Sizes { ids: first.min(second), queue_size, per_pass, steps, warmup };
-            sizes.check()?;
-            ffc_pair([first, second], &sizes)
+            ffc_pair([options.sizes(first)?, options.sizes(second)?])
         }
         Command::Train { network, batch_size, device, steps, warmup } => {
             train_throughput(&network, batch_size, device, steps, warmup)
@@ -151,20 +160,6 @@ struct Sizes {
     per_pass: usize,
     steps: usize,
     warmup: usize,
-}
-
-impl Sizes {
-    /// Rejects sizes that leave nothing to draw labels or features from.
-    fn check(&self) -> anyhow::Result<()> {
-        for (name, value) in
-            [("--ids", self.ids), ("--queue-size", self.queue_size), ("--per-pass", self.per_pass)]
-        {
-            if value == 0 {
-                bail!("invalid {name} 0: there is nothing to time; pass at least 1");
-            }
-        }
-        Ok(())
-    }
 }
 
 fn loss(queue_size: usize) -> MarginLoss {
@@ -204,8 +199,8 @@ fn step_labels(rng: &mut ChaCha8Rng, ids: usize, per_pass: usize) -> (Vec<u64>, 
 
 /// Builds a pool containing min(N, Q) random identities, as after a long run.
 fn filled_pool(ids: usize, q: usize, rng: &mut ChaCha8Rng) -> anyhow::Result<ClassPool<Inner>> {
-    let held = ids.min(q);
-    let labels = sample(rng, ids, held);
+    let pooled_ids = ids.min(q);
+    let labels = sample(rng, ids, pooled_ids);
     let device = CPU;
     let queue = unit_rows::<Inner>(2 * q, &device).into_data().into_vec::<f32>().expect("f32");
     let state = PoolState {
@@ -215,7 +210,7 @@ fn filled_pool(ids: usize, q: usize, rng: &mut ChaCha8Rng) -> anyhow::Result<Cla
         positions: (0..q).map(|_| rng.random_range(0..2u8)).collect(),
         lru: LruState {
             capacity: q,
-            next_free: held,
+            next_free: pooled_ids,
             entries: labels.into_iter().enumerate().map(|(slot, l)| (l as u64, slot)).collect(),
         },
     };
@@ -300,13 +295,14 @@ fn ffc_head(sizes: &Sizes) -> anyhow::Result<()> {
 /// each.
 ///
 /// The order stays the same every step, so each N's step always follows the other's. Swapping
-/// it every step puts two steps of one N back to back, and the second of those ran about 10%
-/// slower than the first on the machine of docs/benchmarks.md.
-fn ffc_pair(ids: [usize; 2], sizes: &Sizes) -> anyhow::Result<()> {
+/// it every step puts two steps of one N back to back, and in a 40-step test the second of those
+/// ran 5% to 13% slower than the first.
+fn ffc_pair(pair: [Sizes; 2]) -> anyhow::Result<()> {
     let mut workloads = [
-        FfcWorkload::new(ids[0], sizes.queue_size, sizes.per_pass)?,
-        FfcWorkload::new(ids[1], sizes.queue_size, sizes.per_pass)?,
+        FfcWorkload::new(pair[0].ids, pair[0].queue_size, pair[0].per_pass)?,
+        FfcWorkload::new(pair[1].ids, pair[1].queue_size, pair[1].per_pass)?,
     ];
+    let sizes = &pair[0];
     let mut times = [Vec::new(), Vec::new()];
     for step in 0..sizes.warmup + sizes.steps {
         for (workload, times) in workloads.iter_mut().zip(&mut times) {
@@ -320,7 +316,7 @@ fn ffc_pair(ids: [usize; 2], sizes: &Sizes) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "side": "ffc-pair", "ids": ids, "queue_size": sizes.queue_size,
+            "side": "ffc-pair", "ids": [pair[0].ids, pair[1].ids], "queue_size": sizes.queue_size,
             "per_pass": sizes.per_pass, "steps": sizes.steps, "median_ms": medians,
         })
     );
